@@ -1,0 +1,1 @@
+"""Database models of the keys app (none yet)."""

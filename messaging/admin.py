@@ -1,0 +1,1 @@
+"""Admin registrations of the messaging app (none yet: it has no models)."""

@@ -1,0 +1,1 @@
+"""Database models of the messaging app (none yet)."""

@@ -1,0 +1,1 @@
+"""Django project: settings, ASGI application and top-level URLs."""

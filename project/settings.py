@@ -1,0 +1,266 @@
+"""Sealpost's one settings module: everything that varies between machines comes from the
+environment, so there are no per-machine settings files.
+
+With no environment at all this is the *embedded default* for one machine: SQLite in
+``var/``, the in-memory channel layer, one Daphne process, DEBUG off, and the HTTPS-only
+protections relaxed because it listens on plain HTTP on the loopback. ``PRODUCTION=1``
+turns the HTTPS protections on and makes SECRET_KEY and ALLOWED_HOSTS mandatory.
+
+Environment variables:
+
+=================  ==========================================================================
+DEBUG              ``1`` for Django's debug mode (tracebacks in pages). Default off.
+PRODUCTION         ``1`` behind TLS: secure cookies, HSTS, HTTPS redirect. Default off.
+SECRET_KEY         Django's signing key. Required with PRODUCTION=1; otherwise generated once
+                   into ``var/secret_key`` (mode 0600) and reused.
+DATABASE_URL       e.g. ``postgres://user:pw@host/db``. Default: SQLite at
+                   ``var/sealpost.sqlite3``.
+REDIS_URL          e.g. ``redis://127.0.0.1:6379/0``: use Redis as the channel layer (needed
+                   for more than one Daphne process). Default: in-memory layer.
+REGION             the deployment's region (``deploy/regions/<region>.*``). Default ``eu``.
+ALLOWED_HOSTS      comma-separated host names. Default: localhost, 127.0.0.1, [::1].
+CSRF_TRUSTED_ORIGINS  comma-separated origins (``https://chat.example``), for a proxy.
+LOG_LEVEL          level of the root logger. Default INFO.
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Everything the server writes by default (database, generated key, collected static
+# files) lives here, out of version control.
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+DEBUG: bool = env.bool("DEBUG", default=False)
+PRODUCTION: bool = env.bool("PRODUCTION", default=False)
+REGION: str = env.str("REGION", default="eu")
+
+
+def _embedded_secret_key(path: Path) -> str:
+    """Return the key stored at ``path``, creating it (mode 0600) on first use.
+
+    The key is written to a private temporary file and hard-linked into place, so two
+    processes starting at once never read a half-written key: the loser of the race
+    finds the link taken and reads the winner's key.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(50))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    key = path.read_text().strip()
+    if len(key) < 50:
+        raise ImproperlyConfigured(f"{path} holds no usable secret key; delete it to regenerate")
+    return key
+
+
+if "SECRET_KEY" in os.environ:
+    SECRET_KEY: str = env.str("SECRET_KEY")
+elif PRODUCTION:
+    raise ImproperlyConfigured("PRODUCTION=1 needs SECRET_KEY in the environment")
+else:
+    SECRET_KEY = _embedded_secret_key(VAR_DIR / "secret_key")
+
+ALLOWED_HOSTS: list[str] = env.list(
+    "ALLOWED_HOSTS",
+    default=[] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"],
+)
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("PRODUCTION=1 needs ALLOWED_HOSTS in the environment")
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTP security ----------------------------------------------------------------------
+
+# Django's defaults already send nosniff, a same-origin referrer and opener policy, and
+# X-Frame-Options: DENY.
+# The embedded default serves plain HTTP on the loopback, where secure-only cookies would
+# never come back and an HTTPS redirect would lead nowhere.
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+SECURE_SSL_REDIRECT = PRODUCTION
+SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365 if PRODUCTION else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
+if PRODUCTION:
+    # TLS ends at the load balancer, which must set this header (and strip it from clients).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- applications -----------------------------------------------------------------------
+
+INSTALLED_APPS = [
+    # First, so that `manage.py runserver` serves ASGI (WebSockets included) through Daphne.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "keys",
+    "messaging",
+    "compliance",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+ASGI_APPLICATION = "project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ---------------------------------------------------------------------------
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'sealpost.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    _sqlite_name = str(DATABASES["default"]["NAME"])
+    if _sqlite_name != ":memory:" and not _sqlite_name.startswith("file:"):
+        Path(_sqlite_name).parent.mkdir(parents=True, exist_ok=True)
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets readers run while one writer commits. synchronous stays at its default,
+        # FULL: an envelope acknowledged to its sender must survive a power cut, which
+        # NORMAL does not promise in WAL mode.
+        "init_command": "PRAGMA journal_mode=WAL",
+        # BEGIN IMMEDIATE takes the write lock up front. With the default DEFERRED a read
+        # transaction that later writes can fail at once with "database is locked" when
+        # another writer got there first, and the busy timeout cannot help it.
+        "transaction_mode": "IMMEDIATE",
+        # Seconds a connection waits for the write lock (sqlite3.connect's busy timeout).
+        "timeout": 20,
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- channel layer ----------------------------------------------------------------------
+
+REDIS_URL: str | None = env.str("REDIS_URL", default=None)
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        },
+    }
+else:
+    # Only reaches consumers of this one process: the embedded default runs one Daphne.
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- auth -------------------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- i18n -------------------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- static files -----------------------------------------------------------------------
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        # With DEBUG off, `collectstatic` (run by `make run`) writes hashed, compressed
+        # copies that WhiteNoise serves with far-future cache headers. With DEBUG on,
+        # WhiteNoise serves the source files straight from the finders.
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        ),
+    },
+}
+
+# --- REST API ---------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sealpost API",
+    "DESCRIPTION": "Accounts, devices, prekeys, attachments and compliance. "
+    "The server only ever sees ciphertext.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The UIs' JavaScript and CSS come from drf-spectacular-sidecar via our own static
+    # files, never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- logging ----------------------------------------------------------------------------
+# Logs carry no request bodies, ciphertext or keys. No handler here formats the request
+# object, the mail_admins handler (which would mail POST data) is not configured, and
+# django.db.backends stays above DEBUG so SQL parameters (which will hold ciphertext and
+# public keys) are never written even when DEBUG is on.
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "{asctime} {levelname} {name}: {message}", "style": "{"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.db.backends": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
+}
