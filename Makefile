@@ -12,7 +12,7 @@ DJANGO_CODE := manage.py project keys messaging compliance tests/server
 # client/ joins the strict check once it holds Python files.
 STRICT_CODE := protocol $(if $(wildcard client/*.py),client)
 
-.PHONY: venv run test lint typecheck vectors clean
+.PHONY: venv run test lint typecheck vectors bench bench-protocol clean
 
 venv: $(STAMP)
 
@@ -47,6 +47,13 @@ typecheck: venv
 
 vectors: venv
 	$(BIN)/python scripts/make_vectors.py
+
+# Figures, not pass/fail: printed as a table (and JSON under var/bench/).
+bench: bench-protocol
+
+bench-protocol: venv
+	@mkdir -p var/bench
+	$(BIN)/python -m bench.protocol_figures --json var/bench/protocol.json
 
 # Leaves var/sealpost.sqlite3 and var/secret_key alone: they are data, not build output.
 clean:

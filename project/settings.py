@@ -228,6 +228,14 @@ STORAGES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every error leaves as {code, message, fields} with a code from protocol.errors.
+    "EXCEPTION_HANDLER": "project.errors.exception_handler",
+    # Devices authenticate with their bearer token; the web pages with the session cookie.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "keys.auth.DeviceTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 SPECTACULAR_SETTINGS = {
@@ -264,3 +272,21 @@ LOGGING = {
         "django.db.backends": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }
+
+# --- Sealpost limits --------------------------------------------------------------------
+# Every limit a client can hit, with the error code it gets (docs/api.md). Signal's
+# figures where it publishes them. The compliance app overrides retention per region.
+
+SEALPOST = {
+    "MAX_DEVICES_PER_ACCOUNT": env.int("MAX_DEVICES_PER_ACCOUNT", default=6),  # device_limit_reached
+    "MAX_PREKEYS_PER_UPLOAD": 100,  # prekey_batch_too_large
+    "MAX_PREKEYS_STORED": 1_000,  # per kind and device: prekey_store_full
+    "PREKEY_LOW_WATERMARK": 10,  # below this, the device gets a PREKEYS_LOW notice
+    "MAX_QUEUE_PER_DEVICE": env.int("MAX_QUEUE_PER_DEVICE", default=10_000),  # queue_full
+    "ENVELOPE_TTL_SECONDS": env.int("ENVELOPE_TTL_SECONDS", default=30 * 24 * 3600),
+    "DELIVERY_PAGE": 100,  # envelopes read from the queue at a time
+    "MAX_UNACKED": 256,  # envelopes in flight to one connection before it must ack
+    "WS_FRAMES_PER_SECOND": env.int("WS_FRAMES_PER_SECOND", default=100),  # rate_limited
+    "WS_FRAME_BURST": env.int("WS_FRAME_BURST", default=400),
+}
+

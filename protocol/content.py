@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .encoding import Reader, Writer
+from .encoding import Reader, Writer, encode_utf8
 from .errors import ErrorCode, ProtocolError
 from .limits import MAX_TEXT_BYTES
 from .padding import pad, unpad
@@ -33,7 +33,7 @@ Content = Text
 
 
 def encode_content(content: Content, hide_length: bool = False) -> bytes:
-    body = content.body.encode("utf-8")
+    body = encode_utf8(content.body)
     if len(body) > MAX_TEXT_BYTES:
         raise ProtocolError(
             ErrorCode.TOO_LARGE, f"text of {len(body)} bytes is above {MAX_TEXT_BYTES}"

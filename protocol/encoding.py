@@ -27,6 +27,15 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
+def encode_utf8(text: str) -> bytes:
+    """Strict UTF-8: a lone surrogate is refused, not replaced, so every implementation
+    produces the same bytes or the same error."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(ErrorCode.INVALID_UTF8, "text holds a lone surrogate") from None
+
+
 class Writer:
     """Appends encoded fields to a buffer."""
 
@@ -63,7 +72,7 @@ class Writer:
         return self
 
     def str_(self, text: str) -> Writer:
-        return self.bytes_(text.encode("utf-8"))
+        return self.bytes_(encode_utf8(text))
 
     def getvalue(self) -> bytes:
         return b"".join(self._parts)

@@ -160,6 +160,11 @@ class Pong:
 Frame = Send | SendOk | DeviceMismatch | Deliver | Ack | QueueEmpty | Error | Notice | Ping | Pong
 
 
+# Requests that are answered: their answer must be matched to them by request id, so 0
+# (which marks what the server pushes unasked) is not allowed.
+_NEEDS_REQUEST_ID = frozenset({FrameType.SEND, FrameType.PING})
+
+
 def _write_ids(w: Writer, ids: tuple[int, ...]) -> None:
     w.varint(len(ids))
     for value in ids:
@@ -168,7 +173,21 @@ def _write_ids(w: Writer, ids: tuple[int, ...]) -> None:
 
 def _read_ids(r: Reader, what: str, maximum: int, limit: int) -> tuple[int, ...]:
     count = r.varint(f"{what} count", maximum=limit)
-    return tuple(r.varint(what, maximum=maximum) for _ in range(count))
+    ids = tuple(r.varint(what, maximum=maximum) for _ in range(count))
+    if 0 in ids:
+        raise ProtocolError(ErrorCode.INVALID_VALUE, f"{what} ids start at 1")
+    return ids
+
+
+def _read_payload(r: Reader, device_id: int) -> bytes:
+    length = r.varint("payload length")
+    if length > MAX_CIPHERTEXT_BYTES:
+        raise ProtocolError(
+            ErrorCode.CIPHERTEXT_TOO_LARGE,
+            f"ciphertext for device {device_id} is {length} bytes; the limit is "
+            f"{MAX_CIPHERTEXT_BYTES}",
+        )
+    return r.fixed(length, "payload")
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -218,6 +237,10 @@ def decode_frame(data: bytes) -> Frame:
     except ValueError:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {raw_type}") from None
     request_id = r.varint("request_id")
+    if request_id == 0 and frame_type in _NEEDS_REQUEST_ID:
+        raise ProtocolError(
+            ErrorCode.INVALID_VALUE, f"{frame_type.name} needs a request id of 1 or more"
+        )
     frame: Frame
     match frame_type:
         case FrameType.SEND:
@@ -233,7 +256,9 @@ def decode_frame(data: bytes) -> Frame:
                 device_id = r.varint("device_id", maximum=MAX_DEVICE_ID)
                 check_device_id(device_id)
                 registration_id = r.varint("registration_id", maximum=MAX_REGISTRATION_ID)
-                payload = r.bytes_("payload", maximum=MAX_CIPHERTEXT_BYTES)
+                if registration_id == 0:
+                    raise ProtocolError(ErrorCode.INVALID_VALUE, "registration_id must not be 0")
+                payload = _read_payload(r, device_id)
                 if not payload:
                     raise ProtocolError(ErrorCode.INVALID_VALUE, "empty payload")
                 messages.append(DeviceMessage(device_id, registration_id, payload))
@@ -253,7 +278,9 @@ def decode_frame(data: bytes) -> Frame:
             sender_device = r.varint("sender_device", maximum=MAX_DEVICE_ID)
             check_device_id(sender_device)
             server_time = r.varint("server_time_ms")
-            payload = r.bytes_("payload", maximum=MAX_CIPHERTEXT_BYTES)
+            payload = _read_payload(r, sender_device)
+            if not payload:
+                raise ProtocolError(ErrorCode.INVALID_VALUE, "empty payload")
             frame = Deliver(seq, sender, sender_device, server_time, payload, request_id)
         case FrameType.ACK:
             seqs = _read_ids(r, "seq", 2**63 - 1, MAX_LIST_ITEMS)

@@ -12,7 +12,10 @@ USERNAME_RULE = "3 to 32 characters: a lower-case letter, then lower-case letter
 
 def normalize_username(name: str) -> str:
     """Lower-case a username and check it; raises INVALID_USERNAME naming the rule."""
-    candidate = name.strip().lower()
+    candidate = name.strip(" \t\r\n")
+    # ASCII first: str.lower() maps some non-ASCII letters (the Kelvin sign) to ASCII ones,
+    # which another implementation's lower-casing might not do.
+    candidate = candidate.lower() if candidate.isascii() else candidate
     if not USERNAME_PATTERN.fullmatch(candidate):
         raise ProtocolError(
             ErrorCode.INVALID_USERNAME, f"username {name[:40]!r} is not {USERNAME_RULE}"

@@ -144,11 +144,13 @@ class DeviceCertificate:
 
 @dataclass(frozen=True, slots=True)
 class DeviceKeys:
-    """The private half of a device: its signing seed, X25519 identity key and certificate."""
+    """The private half of a device: its signing seed, X25519 identity key and certificate,
+    and the public key of the account that certified it."""
 
     signing_seed: bytes
     identity_private: bytes
     certificate: DeviceCertificate
+    account_key: bytes
 
     @property
     def device_id(self) -> int:
@@ -187,7 +189,7 @@ class DeviceKeys:
             identity_key=unsigned.identity_key,
             signature=signature,
         )
-        return cls(signing_seed, identity_private, certificate)
+        return cls(signing_seed, identity_private, certificate, account.public_key)
 
     def sign(self, message: bytes) -> bytes:
         return p.ed25519_sign(self.signing_seed, message)

@@ -5,9 +5,9 @@ from typing import Final
 PROTOCOL_VERSION: Final = 1
 
 # Double Ratchet: libsignal's figures. At most this many skipped message keys are kept per
-# session (oldest evicted first), and a single message may not skip more than MAX_JUMP
-# keys in one chain: deriving them costs one HMAC each, so the bound caps the work an
-# attacker can force with one forged header.
+# session (oldest evicted first), and one message may not make the receiver derive more
+# than MAX_JUMP skipped keys, summed over both chains and every state the session record
+# tries: each costs two HMACs, so the bound caps the work one forged header can force.
 MAX_SKIPPED_KEYS: Final = 2_000
 MAX_JUMP: Final = 25_000
 

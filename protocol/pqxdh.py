@@ -8,10 +8,14 @@ primitives. The initiator A, holding B's verified bundle, computes
     (CT, SS) = ML-KEM-768.Encaps(PQPK_B)
     SK = HKDF-SHA256(ikm = 0xFF * 32 || DH1 || DH2 || DH3 [|| DH4] || SS,
                      salt = 0x00 * 32, info = KDF_INFO, length = 32)
-    AD = IK_A || IK_B
+    AD = AK_A || IK_A || AK_B || IK_B
 
-where IK is each device's X25519 identity key (from its certificate), EK_A an ephemeral
-key ("base key"), SPK_B the signed prekey and PQPK_B a one-time or last-resort KEM prekey.
+where AK is each side's account identity key (Ed25519), IK each device's X25519 identity
+key (from its certificate), EK_A an ephemeral key ("base key"), SPK_B the signed prekey and
+PQPK_B a one-time or last-resort KEM prekey. The account keys are in AD so that a relay
+cannot re-sign a device certificate under another account key and pass one person's
+session off as another's (X3DH section 4.8, "identity binding"): both sides must agree on
+both account keys or no message decrypts.
 The 32 0xFF bytes keep the input from ever being a valid X25519 output prefix (X3DH 2.2).
 An attacker must break both X25519 and ML-KEM-768 to learn SK.
 """
@@ -37,8 +41,18 @@ def derive_root_key(dh_outputs: list[bytes], kem_secret: bytes) -> bytes:
     return p.hkdf_sha256(KDF_PREFIX + b"".join(dh_outputs) + kem_secret, KDF_SALT, KDF_INFO, 32)
 
 
-def associated_data(initiator_identity_key: bytes, responder_identity_key: bytes) -> bytes:
-    return initiator_identity_key + responder_identity_key
+def associated_data(
+    initiator_account_key: bytes,
+    initiator_identity_key: bytes,
+    responder_account_key: bytes,
+    responder_identity_key: bytes,
+) -> bytes:
+    return (
+        initiator_account_key
+        + initiator_identity_key
+        + responder_account_key
+        + responder_identity_key
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +90,12 @@ def initiate(
     kem_ciphertext, kem_secret = encapsulate(bundle.kem_prekey.public_key)
     return InitiatedSession(
         root_key=derive_root_key(dh, kem_secret),
-        associated_data=associated_data(own.identity_key, bundle.certificate.identity_key),
+        associated_data=associated_data(
+            own.account_key,
+            own.identity_key,
+            bundle.account_identity_key,
+            bundle.certificate.identity_key,
+        ),
         base_key=p.x25519_public_key(base_private),
         remote_signed_prekey=spk,
         remote_identity_key=bundle.certificate.identity_key,
@@ -119,5 +138,7 @@ def respond(
     kem_secret = p.mlkem768_decapsulate(kem_prekey_seed, message.kem_ciphertext)
     return (
         derive_root_key(dh, kem_secret),
-        associated_data(sender_identity, own.identity_key),
+        associated_data(
+            message.sender_account_key, sender_identity, own.account_key, own.identity_key
+        ),
     )

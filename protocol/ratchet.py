@@ -15,9 +15,11 @@ followed by the message header, so the header is authenticated.
 ``decrypt`` never changes the state it is called on unless the message authenticates:
 callers work on ``clone()`` and keep the clone only on success (see session.py).
 
-Bounds: at most MAX_SKIPPED_KEYS stored skipped keys (oldest evicted), at most MAX_JUMP
-keys skipped for one message, and the last PREVIOUS_CHAINS_KEPT receiving ratchet keys are
-remembered so a replay from an old chain is reported as a duplicate.
+Bounds: at most MAX_SKIPPED_KEYS stored skipped keys (oldest evicted; a message that
+arrives after its key was evicted is reported as TOO_MANY_SKIPPED, never silently as a
+duplicate), at most MAX_JUMP keys derived for one message across every state a session
+record tries, and the last PREVIOUS_CHAINS_KEPT receiving ratchet keys are remembered so a
+replay from an old chain is reported as a duplicate.
 """
 
 from __future__ import annotations
@@ -37,6 +39,23 @@ MESSAGE_INFO = b"Sealpost v1 message"
 ZERO_SALT = b"\x00" * 32
 PREVIOUS_CHAINS_KEPT = 5
 STATE_FORMAT = 1
+
+
+class SkipBudget:
+    """How many skipped message keys one decryption may still derive (MAX_JUMP in all)."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, remaining: int = MAX_JUMP) -> None:
+        self.remaining = remaining
+
+    def spend(self, count: int) -> None:
+        if count > self.remaining:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_SKIPPED,
+                f"message would skip {count} keys; the limit is {MAX_JUMP} per message",
+            )
+        self.remaining -= count
 
 
 def kdf_rk(root_key: bytes, dh_output: bytes) -> tuple[bytes, bytes]:
@@ -82,6 +101,9 @@ class RatchetState:
     previous_sending_length: int = 0
     skipped: OrderedDict[tuple[bytes, int], bytes] = field(default_factory=OrderedDict)
     previous_receiving_keys: list[bytes] = field(default_factory=list)
+    # Per receiving chain, the highest counter whose skipped key was evicted: a late
+    # message at or below it is reported as lost (TOO_MANY_SKIPPED), not as a duplicate.
+    discarded: dict[bytes, int] = field(default_factory=dict)
     pending_prekey: PendingPreKey | None = None
 
     # --- construction (Signal spec 3.3) ---------------------------------------------------
@@ -145,6 +167,7 @@ class RatchetState:
             previous_sending_length=self.previous_sending_length,
             skipped=OrderedDict(self.skipped),
             previous_receiving_keys=list(self.previous_receiving_keys),
+            discarded=dict(self.discarded),
             pending_prekey=self.pending_prekey,
         )
 
@@ -175,29 +198,44 @@ class RatchetState:
             ciphertext,
         )
 
-    def decrypt(self, message: RatchetMessage, rng: Rng = p.random_bytes) -> bytes:
+    def decrypt(
+        self,
+        message: RatchetMessage,
+        rng: Rng = p.random_bytes,
+        budget: SkipBudget | None = None,
+    ) -> bytes:
         """Decrypt, advancing this state. On any error this state may be half-advanced:
-        call it on a clone and discard the clone on failure."""
+        call it on a clone and discard the clone on failure.
+
+        ``budget`` bounds the message keys derived for skipped messages; a SessionRecord
+        shares one budget across all the states it tries, so one forged message costs at
+        most MAX_JUMP key derivations in all.
+        """
+        budget = budget if budget is not None else SkipBudget()
         slot = (message.ratchet_key, message.counter)
         if slot in self.skipped:
             plaintext = self._open(self.skipped[slot], message)
             del self.skipped[slot]
             return plaintext
-        if message.ratchet_key in self.previous_receiving_keys:
-            raise ProtocolError(
-                ErrorCode.DUPLICATE_MESSAGE,
-                f"message {message.counter} of an earlier chain was already received",
-            )
-        if message.ratchet_key == self.receiving_key and self.receiving_chain is not None:
-            if message.counter < self.receive_counter:
+        known_chain = message.ratchet_key in self.previous_receiving_keys or (
+            message.ratchet_key == self.receiving_key and self.receiving_chain is not None
+        )
+        if known_chain and (
+            message.ratchet_key != self.receiving_key or message.counter < self.receive_counter
+        ):
+            if message.counter <= self.discarded.get(message.ratchet_key, -1):
                 raise ProtocolError(
-                    ErrorCode.DUPLICATE_MESSAGE,
-                    f"message {message.counter} was already received",
+                    ErrorCode.TOO_MANY_SKIPPED,
+                    f"message {message.counter} arrived after its key was discarded "
+                    f"(more than {MAX_SKIPPED_KEYS} messages were skipped)",
                 )
-        else:
-            self._skip_until(message.previous_chain_length)
+            raise ProtocolError(
+                ErrorCode.DUPLICATE_MESSAGE, f"message {message.counter} was already received"
+            )
+        if not known_chain:
+            self._skip_until(message.previous_chain_length, budget)
             self._dh_ratchet(message.ratchet_key, rng)
-        self._skip_until(message.counter)
+        self._skip_until(message.counter, budget)
         if self.receiving_chain is None:  # unreachable: _dh_ratchet always sets it
             raise ProtocolError(ErrorCode.NO_SESSION, "no receiving chain")
         message_key, self.receiving_chain = kdf_ck(self.receiving_chain)
@@ -213,26 +251,25 @@ class RatchetState:
         self.pending_prekey = None
         return plaintext
 
-    def _skip_until(self, until: int) -> None:
+    def _skip_until(self, until: int, budget: SkipBudget) -> None:
         if self.receiving_chain is None or until <= self.receive_counter:
             return
-        if until - self.receive_counter > MAX_JUMP:
-            raise ProtocolError(
-                ErrorCode.TOO_MANY_SKIPPED,
-                f"message skips {until - self.receive_counter} keys; the limit is {MAX_JUMP}",
-            )
+        budget.spend(until - self.receive_counter)
         ratchet_key = self.receiving_key or b""
         while self.receive_counter < until:
             message_key, self.receiving_chain = kdf_ck(self.receiving_chain)
             self.skipped[(ratchet_key, self.receive_counter)] = message_key
             self.receive_counter += 1
             if len(self.skipped) > MAX_SKIPPED_KEYS:
-                self.skipped.popitem(last=False)
+                (old_key, old_counter), _ = self.skipped.popitem(last=False)
+                self.discarded[old_key] = max(old_counter, self.discarded.get(old_key, -1))
 
     def _dh_ratchet(self, remote_ratchet_key: bytes, rng: Rng) -> None:
         if self.receiving_key is not None and self.receiving_chain is not None:
             self.previous_receiving_keys.append(self.receiving_key)
             del self.previous_receiving_keys[:-PREVIOUS_CHAINS_KEPT]
+            kept = set(self.previous_receiving_keys)
+            self.discarded = {k: v for k, v in self.discarded.items() if k in kept}
         self.previous_sending_length = self.send_counter
         self.send_counter = 0
         self.receive_counter = 0
@@ -266,6 +303,9 @@ class RatchetState:
         w.varint(len(self.skipped))
         for (ratchet_key, counter), message_key in self.skipped.items():
             w.fixed(ratchet_key, 32).varint(counter).fixed(message_key, 32)
+        w.varint(len(self.discarded))
+        for ratchet_key, counter in self.discarded.items():
+            w.fixed(ratchet_key, 32).varint(counter)
         pending = self.pending_prekey
         if pending is None:
             w.u8(0)
@@ -307,6 +347,9 @@ class RatchetState:
             ratchet_key = r.fixed(32, "skipped ratchet key")
             counter = r.varint("skipped counter", maximum=MAX_COUNTER)
             state.skipped[(ratchet_key, counter)] = r.fixed(32, "skipped message key")
+        for _ in range(r.varint("discarded chains", maximum=PREVIOUS_CHAINS_KEPT + 1)):
+            ratchet_key = r.fixed(32, "discarded chain key")
+            state.discarded[ratchet_key] = r.varint("discarded counter", maximum=MAX_COUNTER)
         flag = r.u8("pending prekey")
         if flag > 1:
             raise ProtocolError(ErrorCode.INVALID_VALUE, "pending prekey flag must be 0 or 1")

@@ -14,9 +14,11 @@ The 5,200 iterations make a second-preimage search for a matching number cost an
 about 2**112 hash evaluations (Signal's figure).
 
 QR payload (scanned instead of reading digits):
-    version u8 (1) | the smaller fingerprint[32] | the larger fingerprint[32]
-where each fingerprint is the first 32 bytes of h_5200. Both people compute the same
-payload; a scan matches only if both keys match.
+    version u8 (1) | fingerprint[32] | fingerprint[32]
+where each fingerprint is the first 32 bytes of that person's h_5200, in the same order as
+their 30-digit strings in the number (the smaller digit string first; if the digit strings
+are equal, the smaller fingerprint first). Both people compute the same payload; a scan
+matches only if both keys match.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from .keys import DeviceCertificate, DeviceKeys, PreKeyBundle, Rng
 from .limits import MAX_ARCHIVED_STATES
 from .messages import MessageKind, PreKeyMessage, RatchetMessage, peek_kind
 from .pqxdh import Encapsulate, initiate, respond
-from .ratchet import PendingPreKey, RatchetState
+from .ratchet import PendingPreKey, RatchetState, SkipBudget
 
 RECORD_FORMAT = 1
 
@@ -80,7 +80,6 @@ class SessionRecord:
     @classmethod
     def initiate(
         cls,
-        own_account_key: bytes,
         own_device: DeviceKeys,
         bundle: PreKeyBundle,
         existing: SessionRecord | None = None,
@@ -90,7 +89,7 @@ class SessionRecord:
         """Start a new session from a (verified here) bundle; earlier states are archived."""
         setup = initiate(own_device, bundle, rng=rng, encapsulate=encapsulate)
         pending = PendingPreKey(
-            sender_account_key=own_account_key,
+            sender_account_key=own_device.account_key,
             sender_certificate=own_device.certificate,
             signed_prekey_id=setup.signed_prekey_id,
             one_time_prekey_id=setup.one_time_prekey_id,
@@ -166,10 +165,11 @@ class SessionRecord:
         if not self.states:
             raise ProtocolError(ErrorCode.NO_SESSION, "no session with this device")
         first_error: ProtocolError | None = None
+        budget = SkipBudget()
         for index, state in enumerate(self.states):
             candidate = state.clone()
             try:
-                plaintext = candidate.decrypt(message, rng)
+                plaintext = candidate.decrypt(message, rng, budget)
             except ProtocolError as exc:
                 first_error = first_error or exc
                 continue

@@ -279,7 +279,6 @@ def session_vectors() -> dict[str, Any]:
     alice, bob = Party("alice", 1, 1111), Party("bob", 1, 2222)
     alice_stream, bob_stream = TestStream(b"alice/session"), TestStream(b"bob/session")
     alice_record = SessionRecord.initiate(
-        alice.account.public_key,
         alice.device,
         bob.bundle(),
         rng=alice_stream,
@@ -406,17 +405,22 @@ def frame_vectors() -> dict[str, Any]:
             elif hasattr(value, "value"):
                 fields[key] = int(value)
         valid.append({"type": frame.type.name, "fields": fields, "encoded": h(encoded)})
+    # (hex, expected error): version | type | request_id | body
     invalid = {
         "": "truncated",
         "02": "unsupported_version",
         "0163": "unknown_type",
         "0101": "truncated",
-        "010100034d617202": "invalid_username",  # "Mar": upper case
-        "0101000362 6f 62 02 01 01 01 01 11".replace(" ", ""): "invalid_value",  # flag 2
-        "010100036 26f62 00 00".replace(" ", ""): "invalid_value",  # no devices
-        "0106 00 00".replace(" ", ""): "trailing_bytes",
-        "010500 00".replace(" ", ""): "invalid_value",  # empty ack
+        "010100": "invalid_value",  # SEND needs a request id
+        "010101034d617202": "invalid_username",  # "Mar": upper case
+        "01010103626f62020101010111": "invalid_value",  # unknown flag 2
+        "01010103626f620000": "invalid_value",  # no devices
+        "01010103626f62000101000111": "invalid_value",  # registration id 0
+        "0101010362 6f62 0001 01 01 8380 06".replace(" ", ""): "ciphertext_too_large",
+        "01060000": "trailing_bytes",
+        "01050000": "invalid_value",  # empty ack
         "0101 8000".replace(" ", ""): "non_minimal_varint",
+        "010900": "invalid_value",  # PING needs a request id
     }
     stream = b"".join(FrameStream.encode(f) for f in frames[:3])
     return {
