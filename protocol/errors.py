@@ -37,7 +37,7 @@ class ErrorCode(IntEnum):
     BAD_SIGNATURE = 201
     DECRYPT_FAILED = 202  # AEAD authentication failed: tampered, truncated or misrouted
     DUPLICATE_MESSAGE = 203  # this message was already decrypted (a replay)
-    TOO_MANY_SKIPPED = 204  # the counter jumped further than the skipped-key limit
+    TOO_MANY_SKIPPED = 204  # skips more keys than MAX_JUMP, or its skipped key was evicted
     NO_SESSION = 205  # a ratchet message for a session we do not have
     UNTRUSTED_IDENTITY = 206  # the peer's account identity key changed
     PREKEY_NOT_FOUND = 207  # a prekey message names a prekey we no longer have

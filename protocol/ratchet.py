@@ -9,8 +9,8 @@ KDFs (docs/protocol.md, "Double Ratchet"):
                          -> XChaCha20-Poly1305 key (32) and nonce (24)
 
 Each message key is used once, so a nonce derived from it is never reused and need not
-travel on the wire. The AEAD's associated data is the session's AD (both identity keys)
-followed by the message header, so the header is authenticated.
+travel on the wire. The AEAD's associated data is the session's AD (both sides' account
+and device identity keys) followed by the message header, so the header is authenticated.
 
 ``decrypt`` never changes the state it is called on unless the message authenticates:
 callers work on ``clone()`` and keep the clone only on success (see session.py).
@@ -262,7 +262,10 @@ class RatchetState:
             self.receive_counter += 1
             if len(self.skipped) > MAX_SKIPPED_KEYS:
                 (old_key, old_counter), _ = self.skipped.popitem(last=False)
-                self.discarded[old_key] = max(old_counter, self.discarded.get(old_key, -1))
+                # Only chains we still recognise can be told apart from new ones; a
+                # message from an older chain fails as a DH step anyway.
+                if old_key == self.receiving_key or old_key in self.previous_receiving_keys:
+                    self.discarded[old_key] = max(old_counter, self.discarded.get(old_key, -1))
 
     def _dh_ratchet(self, remote_ratchet_key: bytes, rng: Rng) -> None:
         if self.receiving_key is not None and self.receiving_chain is not None:

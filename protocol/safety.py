@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import primitives as p
+from .encoding import encode_utf8
 from .errors import ErrorCode, ProtocolError
 
 ITERATIONS = 5200
@@ -36,7 +37,7 @@ QR_VERSION = 1
 def _digest(account_public_key: bytes, username: str) -> bytes:
     if len(account_public_key) != p.ED25519_PUBLIC_BYTES:
         raise ProtocolError(ErrorCode.BAD_KEY, "account identity key must be 32 bytes")
-    state = FINGERPRINT_VERSION + account_public_key + username.encode("utf-8")
+    state = FINGERPRINT_VERSION + account_public_key + encode_utf8(username)
     for _ in range(ITERATIONS):
         state = p.sha512(state + account_public_key)
     return state
