@@ -172,6 +172,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         **DATABASES["default"].get("OPTIONS", {}),
     }
+    # Tests that claim prekeys from several threads need a test database the threads
+    # share. Django's default in-memory one uses SQLite's shared cache, whose table locks
+    # fail at once instead of waiting out the busy timeout, so tests use a file. Its name
+    # carries the pid: two runs in one work tree (or CI and a developer) would otherwise
+    # delete each other's database. Django deletes it when the run ends; pytest-django adds
+    # a suffix per xdist worker.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(VAR_DIR / f"test_sealpost_{os.getpid()}.sqlite3"),
+        **DATABASES["default"].get("TEST", {}),
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -182,12 +192,20 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # Capacity: events queued per consumer before the layer drops them. Delivery
+            # never depends on an event arriving (the database is the queue), but a dropped
+            # event delays delivery until the next one, so leave room for bursts.
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 2000, "expiry": 60},
         },
     }
 else:
     # Only reaches consumers of this one process: the embedded default runs one Daphne.
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 2000, "expiry": 60},
+        }
+    }
 
 # --- auth -------------------------------------------------------------------------------
 
@@ -278,7 +296,8 @@ LOGGING = {
 # figures where it publishes them. The compliance app overrides retention per region.
 
 SEALPOST = {
-    "MAX_DEVICES_PER_ACCOUNT": env.int("MAX_DEVICES_PER_ACCOUNT", default=6),  # device_limit_reached
+    # device_limit_reached
+    "MAX_DEVICES_PER_ACCOUNT": env.int("MAX_DEVICES_PER_ACCOUNT", default=6),
     "MAX_PREKEYS_PER_UPLOAD": 100,  # prekey_batch_too_large
     "MAX_PREKEYS_STORED": 1_000,  # per kind and device: prekey_store_full
     "PREKEY_LOW_WATERMARK": 10,  # below this, the device gets a PREKEYS_LOW notice
@@ -289,4 +308,3 @@ SEALPOST = {
     "WS_FRAMES_PER_SECOND": env.int("WS_FRAMES_PER_SECOND", default=100),  # rate_limited
     "WS_FRAME_BURST": env.int("WS_FRAME_BURST", default=400),
 }
-

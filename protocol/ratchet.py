@@ -38,6 +38,7 @@ ROOT_INFO = b"Sealpost v1 ratchet"
 MESSAGE_INFO = b"Sealpost v1 message"
 ZERO_SALT = b"\x00" * 32
 PREVIOUS_CHAINS_KEPT = 5
+MAX_DISCARDED_RANGES = 256  # per chain
 STATE_FORMAT = 1
 
 
@@ -101,9 +102,10 @@ class RatchetState:
     previous_sending_length: int = 0
     skipped: OrderedDict[tuple[bytes, int], bytes] = field(default_factory=OrderedDict)
     previous_receiving_keys: list[bytes] = field(default_factory=list)
-    # Per receiving chain, the highest counter whose skipped key was evicted: a late
-    # message at or below it is reported as lost (TOO_MANY_SKIPPED), not as a duplicate.
-    discarded: dict[bytes, int] = field(default_factory=dict)
+    # Per kept receiving chain, the counters whose skipped keys were evicted, as sorted
+    # inclusive [start, end] ranges: such a late message is reported as lost
+    # (TOO_MANY_SKIPPED), a real replay as DUPLICATE_MESSAGE.
+    discarded: dict[bytes, list[list[int]]] = field(default_factory=dict)
     pending_prekey: PendingPreKey | None = None
 
     # --- construction (Signal spec 3.3) ---------------------------------------------------
@@ -167,7 +169,7 @@ class RatchetState:
             previous_sending_length=self.previous_sending_length,
             skipped=OrderedDict(self.skipped),
             previous_receiving_keys=list(self.previous_receiving_keys),
-            discarded=dict(self.discarded),
+            discarded={k: [list(r) for r in v] for k, v in self.discarded.items()},
             pending_prekey=self.pending_prekey,
         )
 
@@ -223,7 +225,8 @@ class RatchetState:
         if known_chain and (
             message.ratchet_key != self.receiving_key or message.counter < self.receive_counter
         ):
-            if message.counter <= self.discarded.get(message.ratchet_key, -1):
+            ranges = self.discarded.get(message.ratchet_key, ())
+            if any(start <= message.counter <= end for start, end in ranges):
                 raise ProtocolError(
                     ErrorCode.TOO_MANY_SKIPPED,
                     f"message {message.counter} arrived after its key was discarded "
@@ -265,7 +268,18 @@ class RatchetState:
                 # Only chains we still recognise can be told apart from new ones; a
                 # message from an older chain fails as a DH step anyway.
                 if old_key == self.receiving_key or old_key in self.previous_receiving_keys:
-                    self.discarded[old_key] = max(old_counter, self.discarded.get(old_key, -1))
+                    self._note_discarded(old_key, old_counter)
+
+    def _note_discarded(self, ratchet_key: bytes, counter: int) -> None:
+        # A chain's keys are evicted in counter order, so a range only ever grows at its end.
+        ranges = self.discarded.setdefault(ratchet_key, [])
+        if ranges and ranges[-1][1] + 1 == counter:
+            ranges[-1][1] = counter
+        else:
+            ranges.append([counter, counter])
+            # Bounded: past the cap the oldest ranges are forgotten, and a replay from them
+            # is reported as a duplicate again.
+            del ranges[:-MAX_DISCARDED_RANGES]
 
     def _dh_ratchet(self, remote_ratchet_key: bytes, rng: Rng) -> None:
         if self.receiving_key is not None and self.receiving_chain is not None:
@@ -307,8 +321,10 @@ class RatchetState:
         for (ratchet_key, counter), message_key in self.skipped.items():
             w.fixed(ratchet_key, 32).varint(counter).fixed(message_key, 32)
         w.varint(len(self.discarded))
-        for ratchet_key, counter in self.discarded.items():
-            w.fixed(ratchet_key, 32).varint(counter)
+        for ratchet_key, ranges in self.discarded.items():
+            w.fixed(ratchet_key, 32).varint(len(ranges))
+            for start, end in ranges:
+                w.varint(start).varint(end - start)
         pending = self.pending_prekey
         if pending is None:
             w.u8(0)
@@ -352,7 +368,12 @@ class RatchetState:
             state.skipped[(ratchet_key, counter)] = r.fixed(32, "skipped message key")
         for _ in range(r.varint("discarded chains", maximum=PREVIOUS_CHAINS_KEPT + 1)):
             ratchet_key = r.fixed(32, "discarded chain key")
-            state.discarded[ratchet_key] = r.varint("discarded counter", maximum=MAX_COUNTER)
+            ranges: list[list[int]] = []
+            for _ in range(r.varint("discarded ranges", maximum=MAX_DISCARDED_RANGES)):
+                start = r.varint("discarded start", maximum=MAX_COUNTER)
+                end = start + r.varint("discarded length", maximum=MAX_COUNTER - start)
+                ranges.append([start, end])
+            state.discarded[ratchet_key] = ranges
         flag = r.u8("pending prekey")
         if flag > 1:
             raise ProtocolError(ErrorCode.INVALID_VALUE, "pending prekey flag must be 0 or 1")

@@ -171,6 +171,10 @@ class SessionRecord:
             try:
                 plaintext = candidate.decrypt(message, rng, budget)
             except ProtocolError as exc:
+                if exc.code is ErrorCode.DUPLICATE_MESSAGE:
+                    # Some state already received it: that is the answer, whatever the
+                    # states before it said (libsignal does the same).
+                    raise
                 first_error = first_error or exc
                 continue
             if index == 0:
