@@ -12,7 +12,7 @@ DJANGO_CODE := manage.py project keys messaging compliance tests/server
 # client/ joins the strict check once it holds Python files.
 STRICT_CODE := protocol $(if $(wildcard client/*.py),client)
 
-.PHONY: venv run test lint typecheck vectors bench bench-protocol clean
+.PHONY: venv js build-js run test test-js lint typecheck vectors bench bench-protocol clean
 
 venv: $(STAMP)
 
@@ -27,14 +27,33 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: venv
+# The browser's JavaScript: packages from package-lock.json (npm ci), reinstalled only
+# when the lock file changes; the bundle is built, never committed.
+JS_STAMP := node_modules/.installed
+
+js: $(JS_STAMP)
+
+$(JS_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm (Node.js 20+) is needed for the web client" >&2; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+build-js: js
+	npm run --silent build
+
+run: venv build-js
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	exec $(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
 
 # pytest's exit status 5 (no tests collected) fails the target like any other failure.
-test: lint typecheck
+test: lint typecheck test-js
 	$(BIN)/pytest
+
+# The JavaScript protocol against the same vectors and Wycheproof files, and its types.
+test-js: js
+	npm run --silent typecheck
+	npm test
 
 lint: venv
 	$(BIN)/ruff check .

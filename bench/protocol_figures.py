@@ -52,12 +52,19 @@ def _party() -> tuple[AccountIdentity, DeviceKeys, _Store, PreKeyBundle]:
     spk = SignedPreKeyPair.generate(device, 1)
     opk = OneTimePreKeyPair.generate(1)
     kem = KemPreKeyPair.generate(device, 1, last_resort=False)
-    store.signed[1], store.one_time[1], store.kem[1] = spk.private_key, opk.private_key, (
-        kem.seed,
-        False,
+    store.signed[1], store.one_time[1], store.kem[1] = (
+        spk.private_key,
+        opk.private_key,
+        (
+            kem.seed,
+            False,
+        ),
     )
-    return account, device, store, PreKeyBundle(
-        account.public_key, device.certificate, spk.public, opk.public, kem.public
+    return (
+        account,
+        device,
+        store,
+        PreKeyBundle(account.public_key, device.certificate, spk.public, opk.public, kem.public),
     )
 
 

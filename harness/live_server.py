@@ -75,7 +75,14 @@ class LiveServer:
             raise RuntimeError("already running")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process for its life
         self.process = subprocess.Popen(
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "project.asgi:application"],
+            [
+                str(BIN / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "project.asgi:application",
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=log,

@@ -1,6 +1,9 @@
-"""WebSocket routes, mounted by project.asgi behind the Origin check. The relay adds its
-consumer here."""
+"""WebSocket routes, mounted by project.asgi behind the Origin check."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, re_path
 
-websocket_urlpatterns: list[URLPattern | URLResolver] = []
+from messaging.consumers import RelayConsumer
+
+websocket_urlpatterns: list[URLPattern | URLResolver] = [
+    re_path(r"^ws/v1/$", RelayConsumer.as_asgi()),
+]

@@ -1,7 +1,7 @@
 """Top-level URLs. Each app adds its API under /api/v1/ as it grows."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from project.views import healthz
@@ -13,4 +13,6 @@ urlpatterns = [
     # has no inline <script>; the UI's own files come from drf-spectacular-sidecar.
     path("api/v1/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),
     path("healthz", healthz, name="healthz"),
+    # Accounts, sessions, devices and prekeys (docs/api.md); paths have no trailing slash.
+    path("api/v1/", include(("keys.api.urls", "keys"))),
 ]

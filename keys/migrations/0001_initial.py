@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,60 +14,120 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Account',
+            name="Account",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('identity_key', models.BinaryField(help_text='Ed25519 public key (32 bytes)', max_length=32)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='account', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "identity_key",
+                    models.BinaryField(help_text="Ed25519 public key (32 bytes)", max_length=32),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="account",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Device',
+            name="Device",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('device_id', models.PositiveIntegerField()),
-                ('registration_id', models.PositiveBigIntegerField()),
-                ('certificate', models.BinaryField(help_text='encoded DeviceCertificate')),
-                ('identity_key', models.BinaryField(help_text='X25519 public key', max_length=32)),
-                ('name', models.CharField(blank=True, max_length=64)),
-                ('token_hash', models.CharField(max_length=64, unique=True)),
-                ('signed_prekey', models.BinaryField(help_text='encoded SignedPreKey')),
-                ('last_resort_kem_prekey', models.BinaryField(help_text='encoded KemPreKey (last resort)')),
-                ('next_seq', models.PositiveBigIntegerField(default=1)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_seen_at', models.DateTimeField(blank=True, null=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='devices', to='keys.account')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("device_id", models.PositiveIntegerField()),
+                ("registration_id", models.PositiveBigIntegerField()),
+                ("certificate", models.BinaryField(help_text="encoded DeviceCertificate")),
+                ("identity_key", models.BinaryField(help_text="X25519 public key", max_length=32)),
+                ("name", models.CharField(blank=True, max_length=64)),
+                ("token_hash", models.CharField(max_length=64, unique=True)),
+                ("signed_prekey", models.BinaryField(help_text="encoded SignedPreKey")),
+                (
+                    "last_resort_kem_prekey",
+                    models.BinaryField(help_text="encoded KemPreKey (last resort)"),
+                ),
+                ("next_seq", models.PositiveBigIntegerField(default=1)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_seen_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="devices",
+                        to="keys.account",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='KemPreKey',
+            name="KemPreKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key_id', models.PositiveBigIntegerField()),
-                ('encoded', models.BinaryField(help_text='encoded KemPreKey')),
-                ('device', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='kem_prekeys', to='keys.device')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key_id", models.PositiveBigIntegerField()),
+                ("encoded", models.BinaryField(help_text="encoded KemPreKey")),
+                (
+                    "device",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="kem_prekeys",
+                        to="keys.device",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='OneTimePreKey',
+            name="OneTimePreKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key_id', models.PositiveBigIntegerField()),
-                ('encoded', models.BinaryField(help_text='encoded OneTimePreKey')),
-                ('device', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='one_time_prekeys', to='keys.device')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key_id", models.PositiveBigIntegerField()),
+                ("encoded", models.BinaryField(help_text="encoded OneTimePreKey")),
+                (
+                    "device",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="one_time_prekeys",
+                        to="keys.device",
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='device',
-            constraint=models.UniqueConstraint(fields=('account', 'device_id'), name='unique_device_id'),
+            model_name="device",
+            constraint=models.UniqueConstraint(
+                fields=("account", "device_id"), name="unique_device_id"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='kemprekey',
-            constraint=models.UniqueConstraint(fields=('device', 'key_id'), name='unique_kem_prekey'),
+            model_name="kemprekey",
+            constraint=models.UniqueConstraint(
+                fields=("device", "key_id"), name="unique_kem_prekey"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='onetimeprekey',
-            constraint=models.UniqueConstraint(fields=('device', 'key_id'), name='unique_one_time_prekey'),
+            model_name="onetimeprekey",
+            constraint=models.UniqueConstraint(
+                fields=("device", "key_id"), name="unique_one_time_prekey"
+            ),
         ),
     ]

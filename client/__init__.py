@@ -1,0 +1,94 @@
+"""Sealpost's Python reference client: a library (``Client``) and the ``sealpost`` command.
+
+It wraps the sans-I/O ``protocol`` package with the three kinds of I/O a device needs: a
+local SQLite store (``client.store``), the REST API (``client.api``) and the WebSocket
+relay (``client.transport``). ``client.core.Client`` puts them together.
+
+Quick start::
+
+    import asyncio
+    from client import Client, MessageReceived
+
+    async def main() -> None:
+        async with Client("~/.sealpost-alice") as alice:
+            if not alice.registered:
+                await alice.register("http://127.0.0.1:8000", "alice", "a long passphrase")
+            await alice.send_text("bob", "hello")
+            async for event in alice.receive(wait=5):
+                if isinstance(event, MessageReceived):
+                    print(event.from_, event.text)
+
+    asyncio.run(main())
+
+The ``Client`` API (all network methods are coroutines; every failure is a
+``SealpostError`` whose ``code`` is a ``protocol.errors.ErrorCode`` or, for conditions
+that never cross the wire, a ``LocalErrorCode``):
+
+``Client(home, *, server_url=None, http_transport=None, ws_connector=..., backoff=None,
+ping_interval=25.0, clock=time.time, rng=...)``
+    Opens (or creates) ``<home>/sealpost.sqlite3``. ``server_url`` overrides the stored
+    URL; the remaining keywords are test seams (an ``httpx.MockTransport``, an in-memory
+    WebSocket connector, fast backoff, a fixed clock). Use as an async context manager,
+    or call ``close()``.
+
+``registered``, ``username``, ``device_id``, ``account_key``, ``config``
+    Who this home is (the last four raise NOT_REGISTERED before ``register``).
+
+``await register(server_url, username, password, *, device_name="Python client")``
+    Generates the account identity key, device 1's keys, a signed prekey, a last-resort
+    KEM prekey and 100 one-time prekeys of each kind; signs up; stores everything.
+
+``await connect()``
+    Opens the relay connection (``send_text`` and ``receive`` call it for you), tops up
+    prekeys below the server's low watermark, rotates a signed prekey older than 7 days,
+    and resends what the outbox kept from an earlier run. Reconnects by itself afterwards.
+
+``await send_text(username, text) -> int``
+    Encrypts once per device of ``username`` (and once per other device of our own
+    account), stores the sessions and the outbox entry in one transaction, sends, and
+    returns the local message id once the server accepted it. Corrects the device set on
+    DEVICE_MISMATCH (at most 3 rounds). Raises UNTRUSTED_IDENTITY while the recipient's
+    identity key is flagged as changed.
+
+``async for event in receive(*, wait=0.0)``
+    Yields ``MessageReceived``, ``UndecryptableMessage`` and ``IdentityChanged`` as
+    envelopes arrive; each is stored and acknowledged before it is yielded. Stops after
+    the server's QUEUE_EMPTY plus ``wait`` quiet seconds (``wait=None``: never).
+    ``handle_push(frame)`` is the same for one frame.
+
+``await rotate_prekeys()``
+    New signed prekey and last-resort KEM prekey; the old private keys stay 7 days.
+
+``await safety_number(username) -> protocol.safety.SafetyNumber``
+    ``.groups()`` gives 12 groups of 5 digits; ``.qr_payload`` the bytes for a QR code.
+
+``trust(username, *, verified=False)``, ``identity(username)``
+    Accept a changed identity key (sending works again); inspect the identity store.
+
+``messages(peer=None, limit=None) -> list[StoredMessage]``
+    Local history, oldest first.
+
+Events are frozen dataclasses: ``MessageReceived(from_, device, text, sent_at_ms,
+server_time_ms, seq, message_id)``, ``UndecryptableMessage(from_, device, code,
+server_time_ms, seq, message_id)`` and ``IdentityChanged(username, device,
+server_time_ms)``. ``sent_at_ms`` is the sender's clock, carried inside the encryption;
+``server_time_ms`` is when the relay accepted the envelope; ``message_id`` is the id in
+``messages()``. A message from another device of our own account (the copy of what it
+sent) arrives as ``MessageReceived`` with ``from_`` set to our own username: the content
+format does not yet say whom it was sent to.
+"""
+
+from .core import Client, Event, IdentityChanged, MessageReceived, UndecryptableMessage
+from .errors import LocalErrorCode, SealpostError
+from .store import StoredMessage
+
+__all__ = [
+    "Client",
+    "Event",
+    "IdentityChanged",
+    "LocalErrorCode",
+    "MessageReceived",
+    "SealpostError",
+    "StoredMessage",
+    "UndecryptableMessage",
+]

@@ -1,0 +1,386 @@
+"""Async client for the REST API of docs/api.md (accounts, devices, keys).
+
+Binary values are ``bytes`` here and base64 only on the wire (fields named ``*_b64``).
+Every failure is a ``SealpostError``: the server's ``{code, message, fields}`` keeps its
+code; a connection that cannot be made is ``unreachable``; an answer outside the contract
+is ``bad_response``. Responses are checked for shape before anything is returned, so the
+rest of the client never handles a half-parsed dict.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from protocol.errors import ErrorCode
+
+from .errors import LocalErrorCode, SealpostError
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    username: str
+    device_id: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUpload:
+    """The ``device`` object of sign-up and of adding a device, as encoded keys."""
+
+    certificate: bytes
+    name: str
+    signed_prekey: bytes
+    last_resort_kem_prekey: bytes
+    one_time_prekeys: Sequence[bytes]
+    kem_prekeys: Sequence[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEntry:
+    device_id: int
+    registration_id: int
+    certificate: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AccountKeys:
+    """``GET /api/v1/accounts/{username}/keys``: the identity key and device list."""
+
+    username: str
+    identity_key: bytes
+    devices: tuple[DeviceEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBundle:
+    device_id: int
+    registration_id: int
+    bundle: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBundles:
+    username: str
+    identity_key: bytes
+    bundles: tuple[ClaimedBundle, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PreKeyCounts:
+    one_time_prekeys: int
+    kem_prekeys: int
+    low_watermark: int
+    max_stored: int
+
+
+@dataclass(frozen=True, slots=True)
+class OwnDevice:
+    """One entry of ``GET /api/v1/devices`` (the caller's own account)."""
+
+    device_id: int
+    name: str
+    created_at: str
+    last_seen_at: str | None
+    current: bool
+
+
+def normalize_server_url(url: str) -> str:
+    """``https://host[:port][/prefix]`` without a trailing slash; refuses other schemes."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SealpostError(
+            ErrorCode.INVALID_VALUE,
+            f"server URL {url!r} must start with http:// or https:// and name a host",
+        )
+    if parts.query or parts.fragment:
+        raise SealpostError(ErrorCode.INVALID_VALUE, f"server URL {url!r} has a query or fragment")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+class Api:
+    """One server, optionally authenticated as one device (``token``).
+
+    ``transport`` is for tests: an ``httpx.MockTransport`` serves requests in memory.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        token: str | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.server_url = normalize_server_url(server_url)
+        headers = {"Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.AsyncClient(
+            base_url=self.server_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- accounts -----------------------------------------------------------------------
+
+    async def create_account(
+        self, username: str, password: str, identity_key: bytes, device: DeviceUpload
+    ) -> Registration:
+        body = {
+            "username": username,
+            "password": password,
+            "identity_key_b64": _b64(identity_key),
+            "device": _device_body(device),
+        }
+        data = _object(await self._request("POST", "/api/v1/accounts", json=body))
+        return Registration(
+            username=_str(data, "username"),
+            device_id=_int(data, "device_id"),
+            token=_str(data, "token"),
+        )
+
+    async def account_keys(self, username: str) -> AccountKeys:
+        data = _object(await self._request("GET", f"/api/v1/accounts/{_path(username)}/keys"))
+        devices = tuple(
+            DeviceEntry(
+                device_id=_int(item, "device_id"),
+                registration_id=_int(item, "registration_id"),
+                certificate=_bytes(item, "certificate_b64"),
+            )
+            for item in _list_of_objects(data, "devices")
+        )
+        return AccountKeys(_str(data, "username"), _bytes(data, "identity_key_b64"), devices)
+
+    async def claim_bundles(
+        self, username: str, device_ids: Sequence[int] | None = None
+    ) -> ClaimedBundles:
+        body: dict[str, Any] = {} if device_ids is None else {"device_ids": list(device_ids)}
+        data = _object(
+            await self._request("POST", f"/api/v1/accounts/{_path(username)}/bundles", json=body)
+        )
+        bundles = tuple(
+            ClaimedBundle(
+                device_id=_int(item, "device_id"),
+                registration_id=_int(item, "registration_id"),
+                bundle=_bytes(item, "bundle_b64"),
+            )
+            for item in _list_of_objects(data, "bundles")
+        )
+        return ClaimedBundles(_str(data, "username"), _bytes(data, "identity_key_b64"), bundles)
+
+    # --- the calling device ---------------------------------------------------------------
+
+    async def devices(self) -> list[OwnDevice]:
+        data = await self._request("GET", "/api/v1/devices")
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise _bad_response("GET /api/v1/devices: expected a list of objects")
+        return [
+            OwnDevice(
+                device_id=_int(item, "device_id"),
+                name=_str(item, "name"),
+                created_at=_str(item, "created_at"),
+                last_seen_at=_optional_str(item, "last_seen_at"),
+                current=_bool(item, "current"),
+            )
+            for item in data
+        ]
+
+    async def prekey_counts(self) -> PreKeyCounts:
+        return _counts(await self._request("GET", "/api/v1/devices/self/prekeys"))
+
+    async def upload_prekeys(
+        self, one_time_prekeys: Sequence[bytes], kem_prekeys: Sequence[bytes]
+    ) -> PreKeyCounts:
+        body = {
+            "one_time_prekeys_b64": [_b64(key) for key in one_time_prekeys],
+            "kem_prekeys_b64": [_b64(key) for key in kem_prekeys],
+        }
+        return _counts(await self._request("POST", "/api/v1/devices/self/prekeys", json=body))
+
+    async def put_signed_prekey(self, signed_prekey: bytes) -> None:
+        await self._request(
+            "PUT",
+            "/api/v1/devices/self/signed-prekey",
+            json={"signed_prekey_b64": _b64(signed_prekey)},
+        )
+
+    async def put_last_resort_kem_prekey(self, kem_prekey: bytes) -> None:
+        await self._request(
+            "PUT",
+            "/api/v1/devices/self/last-resort-kem-prekey",
+            json={"kem_prekey_b64": _b64(kem_prekey)},
+        )
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, json: object = None) -> Any:
+        what = f"{method} {path}"
+        try:
+            response = await self._http.request(method, path, json=json)
+        except httpx.TimeoutException:
+            raise SealpostError(
+                LocalErrorCode.UNREACHABLE, f"{self.server_url} did not answer {what} in time"
+            ) from None
+        except httpx.TransportError as exc:
+            raise SealpostError(
+                LocalErrorCode.UNREACHABLE, f"cannot reach {self.server_url}: {_reason(exc)}"
+            ) from None
+        if response.is_success:
+            if response.status_code == 204 or not response.content:
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                raise _bad_response(f"{what}: the answer is not JSON") from None
+        raise _error_from(response, what)
+
+
+def _error_from(response: httpx.Response, what: str) -> SealpostError:
+    status = response.status_code
+    retry_after = _retry_after(response.headers.get("Retry-After"))
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("code"), str):
+        return SealpostError(
+            LocalErrorCode.BAD_RESPONSE,
+            f"{what}: HTTP {status} without an error code",
+            status=status,
+            retry_after=retry_after,
+        )
+    slug = body["code"]
+    message = body.get("message")
+    message = message if isinstance(message, str) and message else f"HTTP {status}"
+    fields = body.get("fields")
+    clean_fields = fields if isinstance(fields, dict) else None
+    try:
+        code = ErrorCode.from_slug(slug)
+    except KeyError:
+        # A code newer than this client: keep it readable rather than guess.
+        return SealpostError(
+            LocalErrorCode.BAD_RESPONSE,
+            f"{what}: HTTP {status} {slug}: {message}",
+            status=status,
+            fields=clean_fields,
+            retry_after=retry_after,
+        )
+    return SealpostError(code, message, status=status, fields=clean_fields, retry_after=retry_after)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+def _bad_response(message: str) -> SealpostError:
+    return SealpostError(LocalErrorCode.BAD_RESPONSE, message)
+
+
+def _path(username: str) -> str:
+    return quote(username, safe="")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _device_body(device: DeviceUpload) -> dict[str, Any]:
+    return {
+        "certificate_b64": _b64(device.certificate),
+        "name": device.name,
+        "signed_prekey_b64": _b64(device.signed_prekey),
+        "last_resort_kem_prekey_b64": _b64(device.last_resort_kem_prekey),
+        "one_time_prekeys_b64": [_b64(key) for key in device.one_time_prekeys],
+        "kem_prekeys_b64": [_b64(key) for key in device.kem_prekeys],
+    }
+
+
+def _counts(data: Any) -> PreKeyCounts:
+    obj = _object(data)
+    return PreKeyCounts(
+        one_time_prekeys=_int(obj, "one_time_prekeys"),
+        kem_prekeys=_int(obj, "kem_prekeys"),
+        low_watermark=_int(obj, "low_watermark"),
+        max_stored=_int(obj, "max_stored"),
+    )
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise _bad_response("expected a JSON object")
+    return data
+
+
+def _str(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise _bad_response(f"field {key!r} is missing or not a string")
+    return value
+
+
+def _optional_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _bad_response(f"field {key!r} is not a string")
+    return value
+
+
+def _int(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _bad_response(f"field {key!r} is missing or not an integer")
+    return value
+
+
+def _bool(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key)
+    if not isinstance(value, bool):
+        raise _bad_response(f"field {key!r} is missing or not a boolean")
+    return value
+
+
+def _bytes(data: dict[str, Any], key: str) -> bytes:
+    value = _str(data, key)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad_response(f"field {key!r} is not standard base64") from None
+
+
+def _list_of_objects(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = data.get(key)
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise _bad_response(f"field {key!r} is missing or not a list of objects")
+    return value

@@ -1,0 +1,336 @@
+"""The ``sealpost`` command (also ``python -m client``): a thin shell over ``Client``.
+
+    sealpost [--home DIR] [--server URL] register USERNAME [--password PW]
+    sealpost send USERNAME TEXT...
+    sealpost receive [--wait SECONDS] [--json]
+    sealpost safety-number USERNAME [--qr]
+    sealpost trust USERNAME [--verified]
+
+The home (default ``~/.sealpost``, or ``$SEALPOST_HOME``) remembers the server and the
+device's credentials after ``register``; ``--server`` on a later command overrides the
+stored URL for that run. ``--home`` and ``--server`` may come before or after the command.
+
+An expected failure prints one line, ``error: <code>: <message>``, on stderr and exits 1
+(2 for a usage error): no tracebacks for an unreachable server, an unknown user, an
+untrusted identity or a home that holds no account yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .core import Client, Event, IdentityChanged, MessageReceived, UndecryptableMessage
+from .errors import LocalErrorCode, SealpostError
+from .store import store_path
+
+DEFAULT_HOME = "~/.sealpost"
+HOME_ENV = "SEALPOST_HOME"
+SERVER_ENV = "SEALPOST_SERVER"
+PASSWORD_ENV = "SEALPOST_PASSWORD"  # noqa: S105 (a variable name, not a secret)
+SEND_TIMEOUT = 30.0
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a finite number >= 0")
+    return seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sealpost",
+        description="Sealpost reference client: end-to-end encrypted messages.",
+    )
+
+    def add_globals(target: argparse.ArgumentParser, default: Any) -> None:
+        target.add_argument(
+            "--home",
+            default=default,
+            metavar="DIR",
+            help=f"where this device's keys and messages live (default ${HOME_ENV} or "
+            f"{DEFAULT_HOME})",
+        )
+        target.add_argument(
+            "--server",
+            default=default,
+            metavar="URL",
+            help="server URL, e.g. https://chat.example (register stores it)",
+        )
+        target.add_argument(
+            "-v", "--verbose", action="store_true", default=default, help="log what happens"
+        )
+
+    add_globals(parser, None)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # Each command accepts the global options too; SUPPRESS keeps a value given before
+    # the command from being overwritten by the command's default.
+    register = commands.add_parser("register", help="create an account and this device")
+    register.add_argument("username", metavar="USERNAME")
+    register.add_argument(
+        "--password", help=f"account password (else ${PASSWORD_ENV}, else asked for)"
+    )
+    register.add_argument("--device-name", default="Python client", help="a name for this device")
+
+    send = commands.add_parser("send", help="send a text message")
+    send.add_argument("username", metavar="USERNAME")
+    send.add_argument("text", metavar="TEXT", nargs="+", help="the message (words are joined)")
+    send.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=SEND_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the server to accept it (default {SEND_TIMEOUT:g})",
+    )
+
+    receive = commands.add_parser("receive", help="print messages as they arrive")
+    receive.add_argument(
+        "--wait",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the queued messages, stop once SECONDS pass without one (default 0)",
+    )
+    receive.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    safety = commands.add_parser("safety-number", help="show the safety number with someone")
+    safety.add_argument("username", metavar="USERNAME")
+    safety.add_argument("--qr", action="store_true", help="also draw the QR code")
+
+    trust = commands.add_parser("trust", help="accept someone's changed identity key")
+    trust.add_argument("username", metavar="USERNAME")
+    trust.add_argument(
+        "--verified", action="store_true", help="record that you compared safety numbers"
+    )
+
+    for sub in (register, send, receive, safety, trust):
+        add_globals(sub, argparse.SUPPRESS)
+    return parser
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+def iso_ms(ms: int) -> str:
+    """Milliseconds since the epoch as ISO 8601 UTC with milliseconds: ...T01:02:03.456Z."""
+    seconds, millis = divmod(ms, 1000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{millis:03d}Z"
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """The --json object for an event. "sent_at" is the sender's clock for a message; for
+    the other types, which carry no readable content, it is the server's time."""
+    match event:
+        case MessageReceived():
+            return {
+                "type": "message",
+                "id": event.message_id,
+                "from": event.from_,
+                "device": event.device,
+                "text": event.text,
+                "sent_at": iso_ms(event.sent_at_ms),
+                "sent_at_ms": event.sent_at_ms,
+                "server_time": iso_ms(event.server_time_ms),
+                "server_time_ms": event.server_time_ms,
+                "seq": event.seq,
+            }
+        case UndecryptableMessage():
+            return {
+                "type": "undecryptable",
+                "id": event.message_id,
+                "from": event.from_,
+                "device": event.device,
+                "text": None,
+                "code": event.code.slug,
+                "sent_at": iso_ms(event.server_time_ms),
+                "sent_at_ms": event.server_time_ms,
+                "server_time": iso_ms(event.server_time_ms),
+                "server_time_ms": event.server_time_ms,
+                "seq": event.seq,
+            }
+        case IdentityChanged():
+            return {
+                "type": "identity_changed",
+                "from": event.username,
+                "device": event.device,
+                "text": None,
+                "sent_at": iso_ms(event.server_time_ms),
+                "sent_at_ms": event.server_time_ms,
+                "server_time": iso_ms(event.server_time_ms),
+                "server_time_ms": event.server_time_ms,
+            }
+
+
+def event_line(event: Event) -> str:
+    match event:
+        case MessageReceived():
+            return f"{iso_ms(event.sent_at_ms)} {event.from_}[{event.device}]: {event.text}"
+        case UndecryptableMessage():
+            return (
+                f"{iso_ms(event.server_time_ms)} {event.from_}[{event.device}]: "
+                f"(a message that could not be decrypted: {event.code.slug})"
+            )
+        case IdentityChanged():
+            return (
+                f"{iso_ms(event.server_time_ms)} {event.username}[{event.device}]: (the safety "
+                f"number with {event.username} has changed; compare it with 'sealpost "
+                f"safety-number {event.username}', then run 'sealpost trust {event.username}')"
+            )
+
+
+def print_error(code: str, message: str) -> None:
+    one_line = " ".join(message.split())
+    print(f"error: {code}: {one_line}", file=sys.stderr, flush=True)
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def open_client(home: Path, server_url: str | None = None) -> Client:
+    """The Client the commands use (tests replace this to run against a fake server)."""
+    return Client(home, server_url=server_url)
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.home or os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
+
+
+def _registered_client(args: argparse.Namespace) -> Client:
+    home = _home(args)
+    hint = f"run 'sealpost --home {home} --server URL register USERNAME' first"
+    if not store_path(home).exists():
+        raise SealpostError(LocalErrorCode.NOT_REGISTERED, f"no account in {home}; {hint}")
+    client = open_client(home, args.server)
+    if not client.registered:
+        client.store.close()
+        raise SealpostError(LocalErrorCode.NOT_REGISTERED, f"no account in {home}; {hint}")
+    return client
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password is not None:
+        return str(args.password)
+    if env := os.environ.get(PASSWORD_ENV):
+        return env
+    if sys.stdin.isatty():
+        return getpass.getpass("password: ")
+    raise UsageError(f"register needs --password (or ${PASSWORD_ENV})")
+
+
+async def _register(args: argparse.Namespace) -> int:
+    server = args.server or os.environ.get(SERVER_ENV)
+    if not server:
+        raise UsageError(f"register needs --server URL (or ${SERVER_ENV})")
+    password = _password(args)
+    async with open_client(_home(args)) as client:
+        await client.register(server, args.username, password, device_name=args.device_name)
+        print(f"registered {client.username} (device {client.device_id}) on {server}")
+    return EXIT_OK
+
+
+async def _send(args: argparse.Namespace) -> int:
+    text = " ".join(args.text)
+    async with _registered_client(args) as client:
+        try:
+            message_id = await asyncio.wait_for(client.send_text(args.username, text), args.timeout)
+        except TimeoutError:
+            raise SealpostError(
+                LocalErrorCode.UNREACHABLE,
+                f"the server did not accept the message within {args.timeout:g} s; it stays "
+                "queued and is sent on the next connection",
+            ) from None
+        print(f"sent message {message_id} to {args.username.strip().lower()}")
+    return EXIT_OK
+
+
+async def _receive(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        async for event in client.receive(wait=args.wait):
+            if args.json:
+                print(json.dumps(event_json(event), ensure_ascii=False), flush=True)
+            else:
+                print(event_line(event), flush=True)
+    return EXIT_OK
+
+
+async def _safety_number(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        number = await client.safety_number(args.username)
+    print(" ".join(number.groups()))
+    print(number.qr_payload.hex())
+    if args.qr:
+        import segno  # only here: drawing is optional
+
+        segno.make(number.qr_payload, mode="byte", error="m").terminal(compact=True)
+    return EXIT_OK
+
+
+async def _trust(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        client.trust(args.username, verified=args.verified)
+        name = args.username.strip().lower()
+        print(f"accepted {name}'s identity key" + (" as verified" if args.verified else ""))
+    return EXIT_OK
+
+
+COMMANDS = {
+    "register": _register,
+    "send": _send,
+    "receive": _receive,
+    "safety-number": _safety_number,
+    "trust": _trust,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print_error("usage", f"{exc} (see 'sealpost --help')")
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s: %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(COMMANDS[args.command](args))
+    except UsageError as exc:
+        print_error("usage", f"{exc} (see 'sealpost --help')")
+        return EXIT_USAGE
+    except SealpostError as exc:
+        print_error(exc.slug, exc.message)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

@@ -1,0 +1,878 @@
+"""The client's local state: one SQLite file, ``<home>/sealpost.sqlite3``.
+
+What it holds, and why it is one file: the account and device private keys, the private
+halves of every prekey the server may still hand out, the ratchet sessions, what we know
+about other people's identity keys and devices, the local message history, and the outbox.
+Receiving a message changes several of these at once (the session advances, the message
+is stored, a one-time prekey is consumed); those changes commit together in one SQLite
+transaction *before* the envelope is acknowledged, so a crash at any point either leaves
+the envelope unacknowledged with nothing written (the server delivers it again) or fully
+stored (the repeat is then a DUPLICATE_MESSAGE and dropped).
+
+What it never deletes early: a signed prekey or last-resort KEM prekey that was replaced
+by a rotation stays for ``RETIRED_PREKEY_TTL_MS`` (7 days), because a sender may have
+claimed the old bundle just before the rotation and its PreKeyMessage may still be queued.
+Outbox entries are deleted only once the server has answered them (SEND_OK, or an ERROR
+that makes the send final); until then they are resent with the *same* ciphertexts.
+
+The file is created with mode 0600 inside a 0700 home; the schema version lives in
+``PRAGMA user_version`` and ``MIGRATIONS`` brings older files forward. All methods are
+synchronous: sessions are read, changed and written without an ``await`` in between, so
+concurrent tasks on one event loop never overwrite each other's ratchet state.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+from protocol import primitives as p
+from protocol.errors import ErrorCode
+from protocol.frames import DeviceMessage, Send, SendFlags
+from protocol.keys import (
+    MAX_KEY_ID,
+    AccountIdentity,
+    DeviceCertificate,
+    DeviceKeys,
+    KemPreKeyPair,
+    OneTimePreKeyPair,
+    SignedPreKeyPair,
+)
+from protocol.session import SessionRecord
+
+from .errors import LocalErrorCode, SealpostError
+
+STORE_FILENAME = "sealpost.sqlite3"
+RETIRED_PREKEY_TTL_MS = 7 * 24 * 3600 * 1000
+
+Direction = Literal["in", "out"]
+MessageKind = Literal["text", "undecryptable"]
+KeyKind = Literal["signed", "one_time", "kem"]
+
+# Outgoing: pending (in the outbox) -> sent (SEND_OK) or failed (a final ERROR).
+# Incoming: received. ("delivered" needs delivery receipts, which the content format
+# does not have yet.)
+STATUS_PENDING = "pending"
+STATUS_SENT = "sent"
+STATUS_FAILED = "failed"
+STATUS_RECEIVED = "received"
+
+_SCHEMA_V1 = """
+CREATE TABLE config (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+-- The account identity key pair and this device's keys: one row.
+CREATE TABLE own_keys (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    account_seed BLOB NOT NULL,
+    account_public_key BLOB NOT NULL,
+    device_signing_seed BLOB NOT NULL,
+    device_identity_private BLOB NOT NULL,
+    device_certificate BLOB NOT NULL
+) STRICT;
+
+-- retired_at_ms is set when a rotation replaced the key; it is purged 7 days later.
+CREATE TABLE signed_prekeys (
+    key_id INTEGER PRIMARY KEY,
+    private_key BLOB NOT NULL,
+    public BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    retired_at_ms INTEGER
+) STRICT;
+
+CREATE TABLE one_time_prekeys (
+    key_id INTEGER PRIMARY KEY,
+    private_key BLOB NOT NULL
+) STRICT;
+
+-- One-time and last-resort ML-KEM prekeys share one id space (a PreKeyMessage names the
+-- KEM prekey by id alone).
+CREATE TABLE kem_prekeys (
+    key_id INTEGER PRIMARY KEY,
+    seed BLOB NOT NULL,
+    last_resort INTEGER NOT NULL CHECK (last_resort IN (0, 1)),
+    public BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    retired_at_ms INTEGER
+) STRICT;
+
+CREATE TABLE sessions (
+    peer TEXT NOT NULL,
+    device_id INTEGER NOT NULL,
+    record BLOB NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (peer, device_id)
+) STRICT;
+
+CREATE TABLE identities (
+    username TEXT PRIMARY KEY,
+    account_key BLOB NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    changed INTEGER NOT NULL DEFAULT 0 CHECK (changed IN (0, 1)),
+    verified INTEGER NOT NULL DEFAULT 0 CHECK (verified IN (0, 1))
+) STRICT;
+
+CREATE TABLE peer_devices (
+    username TEXT NOT NULL,
+    device_id INTEGER NOT NULL,
+    registration_id INTEGER NOT NULL,
+    certificate BLOB NOT NULL,
+    PRIMARY KEY (username, device_id)
+) STRICT;
+
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('text', 'undecryptable')),
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    peer TEXT NOT NULL,
+    sender_device INTEGER NOT NULL,
+    body TEXT,
+    error_code INTEGER,
+    sent_at_ms INTEGER,
+    server_time_ms INTEGER,
+    received_at_ms INTEGER,
+    status TEXT NOT NULL,
+    seq INTEGER
+) STRICT;
+
+-- A redelivered envelope that failed to decrypt must not be listed twice. (A redelivered
+-- envelope that did decrypt never gets here: the ratchet rejects it as a duplicate.)
+CREATE UNIQUE INDEX messages_undecryptable_seq
+    ON messages (seq) WHERE kind = 'undecryptable' AND seq > 0;
+
+-- One row per send (to one account), in send order, until the server has answered it.
+-- content: the padded plaintext, needed only to encrypt for a device the server reports
+-- missing or stale; every other device's ciphertext is resent exactly as stored in
+-- outbox_payloads. The request id is not stored: it names a request on one connection,
+-- and the transport gives each transmission its own.
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id INTEGER NOT NULL REFERENCES messages (id),
+    recipient TEXT NOT NULL,
+    flags INTEGER NOT NULL DEFAULT 0,
+    content BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE outbox_payloads (
+    entry_id INTEGER NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
+    device_id INTEGER NOT NULL,
+    registration_id INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (entry_id, device_id)
+) STRICT;
+"""
+
+# Index i upgrades a file from user_version i to i + 1. Append; never edit a shipped step.
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_NEXT_ID_KEYS: dict[KeyKind, str] = {
+    "signed": "next_signed_prekey_id",
+    "one_time": "next_one_time_prekey_id",
+    "kem": "next_kem_prekey_id",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server_url: str
+    username: str
+    device_id: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What we know about another account's identity key."""
+
+    username: str
+    account_key: bytes
+    first_seen_ms: int
+    changed: bool  # the key changed and the user has not yet accepted it with trust()
+    verified: bool  # the user compared safety numbers for this key
+
+
+class IdentityCheck(Enum):
+    NEW = "new"  # first contact: stored (trust on first use)
+    SAME = "same"
+    CHANGED = "changed"  # stored as the new key, flagged changed, verified cleared
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDevice:
+    username: str
+    device_id: int
+    registration_id: int
+    certificate: DeviceCertificate
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    kind: MessageKind
+    direction: Direction
+    peer: str
+    sender_device: int
+    text: str | None
+    error_code: ErrorCode | None
+    sent_at_ms: int | None
+    server_time_ms: int | None
+    received_at_ms: int | None
+    status: str
+    seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    id: int
+    message_id: int
+    recipient: str
+    content: bytes
+    frame: Send
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreKeyInfo:
+    key_id: int
+    created_at_ms: int
+
+
+def store_path(home: Path) -> Path:
+    return home / STORE_FILENAME
+
+
+class Store:
+    """The SQLite store. Implements ``protocol.session.PreKeyStore``.
+
+    Every write method runs in a transaction of its own, or joins the one opened by an
+    enclosing ``with store.transaction():`` — which is how a caller makes several writes
+    commit (or roll back) together.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._depth = 0
+        try:
+            self._db = self._connect(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise SealpostError(LocalErrorCode.STORAGE, f"cannot open {path}: {exc}") from None
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Create the file ourselves so that it is 0600 from its first byte; SQLite gives
+        # the -wal and -shm files the database file's permissions.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        # isolation_level=None: no implicit transactions; transaction() says BEGIN itself.
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout = 5000")
+            db.execute("PRAGMA journal_mode = WAL")
+            # An envelope is acknowledged right after its transaction commits; FULL makes
+            # the commit durable against power loss too, not just against a crash.
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @classmethod
+    def open(cls, home: Path) -> Store:
+        return cls(store_path(home))
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- transactions and schema --------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK if the block raises. Nested blocks join
+        the outermost transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # e.g. locked by another process for 5 s
+            raise SealpostError(LocalErrorCode.STORAGE, f"{self.path}: {exc}") from None
+        self._depth = 1
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        finally:
+            self._depth = 0
+
+    @property
+    def schema_version(self) -> int:
+        row = self._db.execute("PRAGMA user_version").fetchone()
+        return int(row[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise SealpostError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"{self.path} has schema version {version}; this client knows up to "
+                f"{SCHEMA_VERSION} (upgrade the client)",
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            script = MIGRATIONS[target - 1]
+            try:
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;"
+                )
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    # --- configuration and own keys -----------------------------------------------------
+
+    def _get(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM config WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO config (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def config(self) -> Config | None:
+        """The registration, or None if this home has no account yet."""
+        values = {
+            str(key): str(value)
+            for key, value in self._db.execute(
+                "SELECT key, value FROM config WHERE key IN "
+                "('server_url', 'username', 'device_id', 'token')"
+            )
+        }
+        if len(values) < 4:
+            return None
+        return Config(
+            server_url=values["server_url"],
+            username=values["username"],
+            device_id=int(values["device_id"]),
+            token=values["token"],
+        )
+
+    def save_registration(
+        self,
+        config: Config,
+        account: AccountIdentity,
+        device: DeviceKeys,
+        signed_prekey: SignedPreKeyPair,
+        last_resort: KemPreKeyPair,
+        one_time_prekeys: Iterable[OneTimePreKeyPair],
+        kem_prekeys: Iterable[KemPreKeyPair],
+        now_ms: int,
+    ) -> None:
+        """Everything sign-up created, in one transaction. Our own identity goes into the
+        identity table as verified, so a message claiming to come from our own account
+        under another key is caught like any other identity change."""
+        with self.transaction():
+            if self.config() is not None:
+                raise SealpostError(
+                    LocalErrorCode.ALREADY_REGISTERED, f"{self.path} already holds an account"
+                )
+            self._db.execute(
+                "INSERT INTO own_keys (id, account_seed, account_public_key, "
+                "device_signing_seed, device_identity_private, device_certificate) "
+                "VALUES (1, ?, ?, ?, ?, ?)",
+                (
+                    account.seed,
+                    account.public_key,
+                    device.signing_seed,
+                    device.identity_private,
+                    device.certificate.encode(),
+                ),
+            )
+            self.add_signed_prekey(signed_prekey, now_ms)
+            self.add_kem_prekeys([last_resort], now_ms)
+            self.add_one_time_prekeys(one_time_prekeys)
+            self.add_kem_prekeys(kem_prekeys, now_ms)
+            self._db.execute(
+                "INSERT INTO identities (username, account_key, first_seen_ms, changed, "
+                "verified) VALUES (?, ?, ?, 0, 1)",
+                (config.username, account.public_key, now_ms),
+            )
+            self._set("server_url", config.server_url)
+            self._set("username", config.username)
+            self._set("device_id", str(config.device_id))
+            self._set("token", config.token)
+
+    def next_key_ids(self, kind: KeyKind, count: int) -> list[int]:
+        """Reserve ``count`` fresh key ids of one kind (ids run 1..MAX_KEY_ID, then wrap)."""
+        with self.transaction():
+            first = int(self._get(_NEXT_ID_KEYS[kind]) or "1")
+            ids = [(first - 1 + offset) % MAX_KEY_ID + 1 for offset in range(count)]
+            self._set(_NEXT_ID_KEYS[kind], str(ids[-1] % MAX_KEY_ID + 1 if ids else first))
+            return ids
+
+    def account_identity(self) -> AccountIdentity:
+        row = self._own_keys("account_seed")
+        return AccountIdentity.from_seed(bytes(row[0]))
+
+    def device_keys(self) -> DeviceKeys:
+        row = self._own_keys(
+            "device_signing_seed, device_identity_private, device_certificate, account_public_key"
+        )
+        return DeviceKeys(
+            signing_seed=bytes(row[0]),
+            identity_private=bytes(row[1]),
+            certificate=DeviceCertificate.decode(bytes(row[2])),
+            account_key=bytes(row[3]),
+        )
+
+    def _own_keys(self, columns: str) -> tuple[bytes, ...]:
+        query = f"SELECT {columns} FROM own_keys WHERE id = 1"  # noqa: S608 (fixed names)
+        row = self._db.execute(query).fetchone()
+        if row is None:
+            raise SealpostError(LocalErrorCode.NOT_REGISTERED, f"{self.path} holds no account")
+        return tuple(row)
+
+    # --- prekeys (protocol.session.PreKeyStore) ------------------------------------------
+
+    def signed_prekey(self, key_id: int) -> bytes | None:
+        row = self._db.execute(
+            "SELECT private_key FROM signed_prekeys WHERE key_id = ?", (key_id,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def one_time_prekey(self, key_id: int) -> bytes | None:
+        row = self._db.execute(
+            "SELECT private_key FROM one_time_prekeys WHERE key_id = ?", (key_id,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def kem_prekey(self, key_id: int) -> tuple[bytes, bool] | None:
+        row = self._db.execute(
+            "SELECT seed, last_resort FROM kem_prekeys WHERE key_id = ?", (key_id,)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), bool(row[1]))
+
+    def add_signed_prekey(self, pair: SignedPreKeyPair, now_ms: int) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO signed_prekeys (key_id, private_key, public, created_at_ms) "
+                "VALUES (?, ?, ?, ?)",
+                (pair.public.key_id, pair.private_key, pair.public.encode(), now_ms),
+            )
+
+    def add_one_time_prekeys(self, pairs: Iterable[OneTimePreKeyPair]) -> None:
+        with self.transaction():
+            self._db.executemany(
+                "INSERT INTO one_time_prekeys (key_id, private_key) VALUES (?, ?)",
+                [(pair.public.key_id, pair.private_key) for pair in pairs],
+            )
+
+    def add_kem_prekeys(self, pairs: Iterable[KemPreKeyPair], now_ms: int) -> None:
+        with self.transaction():
+            self._db.executemany(
+                "INSERT INTO kem_prekeys (key_id, seed, last_resort, public, created_at_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (pair.public.key_id, pair.seed, int(pair.public.last_resort),
+                     pair.public.encode(), now_ms)
+                    for pair in pairs
+                ],
+            )  # fmt: skip
+
+    def delete_one_time_prekeys(self, key_ids: Iterable[int]) -> None:
+        with self.transaction():
+            self._db.executemany(
+                "DELETE FROM one_time_prekeys WHERE key_id = ?", [(i,) for i in key_ids]
+            )
+
+    def delete_kem_prekeys(self, key_ids: Iterable[int]) -> None:
+        """Delete one-time KEM prekeys; a last-resort key is only ever retired."""
+        with self.transaction():
+            self._db.executemany(
+                "DELETE FROM kem_prekeys WHERE key_id = ? AND last_resort = 0",
+                [(i,) for i in key_ids],
+            )
+
+    def delete_signed_prekey(self, key_id: int) -> None:
+        with self.transaction():
+            self._db.execute("DELETE FROM signed_prekeys WHERE key_id = ?", (key_id,))
+
+    def current_signed_prekey(self) -> PreKeyInfo | None:
+        row = self._db.execute(
+            "SELECT key_id, created_at_ms FROM signed_prekeys WHERE retired_at_ms IS NULL "
+            "ORDER BY created_at_ms DESC, key_id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else PreKeyInfo(int(row[0]), int(row[1]))
+
+    def current_last_resort_kem_prekey(self) -> PreKeyInfo | None:
+        row = self._db.execute(
+            "SELECT key_id, created_at_ms FROM kem_prekeys "
+            "WHERE last_resort = 1 AND retired_at_ms IS NULL "
+            "ORDER BY created_at_ms DESC, key_id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else PreKeyInfo(int(row[0]), int(row[1]))
+
+    def retire_signed_prekeys(self, keep_key_id: int, now_ms: int) -> None:
+        """After a rotation: every other live signed prekey starts its 7 days of grace."""
+        with self.transaction():
+            self._db.execute(
+                "UPDATE signed_prekeys SET retired_at_ms = ? "
+                "WHERE retired_at_ms IS NULL AND key_id != ?",
+                (now_ms, keep_key_id),
+            )
+
+    def retire_last_resort_kem_prekeys(self, keep_key_id: int, now_ms: int) -> None:
+        with self.transaction():
+            self._db.execute(
+                "UPDATE kem_prekeys SET retired_at_ms = ? "
+                "WHERE last_resort = 1 AND retired_at_ms IS NULL AND key_id != ?",
+                (now_ms, keep_key_id),
+            )
+
+    def purge_retired_prekeys(self, now_ms: int) -> int:
+        """Delete signed and last-resort prekeys retired more than 7 days ago."""
+        cutoff = now_ms - RETIRED_PREKEY_TTL_MS
+        with self.transaction():
+            signed = self._db.execute(
+                "DELETE FROM signed_prekeys WHERE retired_at_ms IS NOT NULL AND retired_at_ms < ?",
+                (cutoff,),
+            ).rowcount
+            kem = self._db.execute(
+                "DELETE FROM kem_prekeys WHERE retired_at_ms IS NOT NULL AND retired_at_ms < ?",
+                (cutoff,),
+            ).rowcount
+        return int(signed) + int(kem)
+
+    def prekey_counts(self) -> dict[str, int]:
+        """Private halves held locally, by kind (for tests and diagnostics)."""
+        query = {
+            "signed": "SELECT count(*) FROM signed_prekeys",
+            "one_time": "SELECT count(*) FROM one_time_prekeys",
+            "kem": "SELECT count(*) FROM kem_prekeys WHERE last_resort = 0",
+            "last_resort": "SELECT count(*) FROM kem_prekeys WHERE last_resort = 1",
+        }
+        return {kind: int(self._db.execute(sql).fetchone()[0]) for kind, sql in query.items()}
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def load_session(self, peer: str, device_id: int) -> SessionRecord | None:
+        row = self._db.execute(
+            "SELECT record FROM sessions WHERE peer = ? AND device_id = ?", (peer, device_id)
+        ).fetchone()
+        return None if row is None else SessionRecord.decode(bytes(row[0]))
+
+    def save_session(self, peer: str, device_id: int, record: SessionRecord, now_ms: int) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO sessions (peer, device_id, record, updated_at_ms) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (peer, device_id) DO UPDATE SET "
+                "record = excluded.record, updated_at_ms = excluded.updated_at_ms",
+                (peer, device_id, record.encode(), now_ms),
+            )
+
+    def delete_session(self, peer: str, device_id: int) -> None:
+        with self.transaction():
+            self._db.execute(
+                "DELETE FROM sessions WHERE peer = ? AND device_id = ?", (peer, device_id)
+            )
+
+    def session_device_ids(self, peer: str) -> list[int]:
+        rows = self._db.execute(
+            "SELECT device_id FROM sessions WHERE peer = ? ORDER BY device_id", (peer,)
+        )
+        return [int(row[0]) for row in rows]
+
+    # --- identities ---------------------------------------------------------------------
+
+    def identity(self, username: str) -> Identity | None:
+        row = self._db.execute(
+            "SELECT account_key, first_seen_ms, changed, verified FROM identities "
+            "WHERE username = ?",
+            (username,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Identity(username, bytes(row[0]), int(row[1]), bool(row[2]), bool(row[3]))
+
+    def observe_identity(self, username: str, account_key: bytes, now_ms: int) -> IdentityCheck:
+        """Record the account key we just saw for ``username``.
+
+        First contact stores it (trust on first use). A different key replaces the stored
+        one and is flagged ``changed`` (and no longer ``verified``) until ``trust()``.
+        """
+        with self.transaction():
+            known = self.identity(username)
+            if known is None:
+                self._db.execute(
+                    "INSERT INTO identities (username, account_key, first_seen_ms) "
+                    "VALUES (?, ?, ?)",
+                    (username, account_key, now_ms),
+                )
+                return IdentityCheck.NEW
+            if p.constant_time_equal(known.account_key, account_key):
+                return IdentityCheck.SAME
+            self._db.execute(
+                "UPDATE identities SET account_key = ?, first_seen_ms = ?, changed = 1, "
+                "verified = 0 WHERE username = ?",
+                (account_key, now_ms, username),
+            )
+            return IdentityCheck.CHANGED
+
+    def trust_identity(self, username: str, verified: bool | None = None) -> bool:
+        """Clear the changed flag (and set ``verified`` if given); False if unknown."""
+        with self.transaction():
+            cursor = self._db.execute(
+                "UPDATE identities SET changed = 0, verified = coalesce(?, verified) "
+                "WHERE username = ?",
+                (None if verified is None else int(verified), username),
+            )
+            return bool(cursor.rowcount)
+
+    # --- other accounts' devices --------------------------------------------------------
+
+    def peer_devices(self, username: str) -> dict[int, PeerDevice]:
+        rows = self._db.execute(
+            "SELECT device_id, registration_id, certificate FROM peer_devices "
+            "WHERE username = ? ORDER BY device_id",
+            (username,),
+        )
+        return {
+            int(row[0]): PeerDevice(
+                username, int(row[0]), int(row[1]), DeviceCertificate.decode(bytes(row[2]))
+            )
+            for row in rows
+        }
+
+    def save_peer_device(self, username: str, certificate: DeviceCertificate) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO peer_devices (username, device_id, registration_id, certificate) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (username, device_id) DO UPDATE SET "
+                "registration_id = excluded.registration_id, certificate = excluded.certificate",
+                (
+                    username,
+                    certificate.device_id,
+                    certificate.registration_id,
+                    certificate.encode(),
+                ),
+            )
+
+    def forget_peer_device(self, username: str, device_id: int) -> None:
+        """The device is gone: drop what we stored for it, session included."""
+        with self.transaction():
+            self._db.execute(
+                "DELETE FROM peer_devices WHERE username = ? AND device_id = ?",
+                (username, device_id),
+            )
+            self.delete_session(username, device_id)
+
+    # --- messages -----------------------------------------------------------------------
+
+    def add_incoming_text(
+        self,
+        peer: str,
+        sender_device: int,
+        text: str,
+        sent_at_ms: int,
+        server_time_ms: int,
+        received_at_ms: int,
+        seq: int,
+    ) -> int:
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT INTO messages (kind, direction, peer, sender_device, body, sent_at_ms, "
+                "server_time_ms, received_at_ms, status, seq) "
+                "VALUES ('text', 'in', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (peer, sender_device, text, sent_at_ms, server_time_ms, received_at_ms,
+                 STATUS_RECEIVED, seq),
+            )  # fmt: skip
+            return _rowid(cursor)
+
+    def add_undecryptable(
+        self,
+        peer: str,
+        sender_device: int,
+        code: ErrorCode,
+        server_time_ms: int,
+        received_at_ms: int,
+        seq: int,
+    ) -> int | None:
+        """Record an envelope we could not read; None if this seq was recorded already."""
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO messages (kind, direction, peer, sender_device, "
+                "error_code, server_time_ms, received_at_ms, status, seq) "
+                "VALUES ('undecryptable', 'in', ?, ?, ?, ?, ?, ?, ?)",
+                (peer, sender_device, int(code), server_time_ms, received_at_ms,
+                 STATUS_RECEIVED, seq),
+            )  # fmt: skip
+            return _rowid(cursor) if cursor.rowcount else None
+
+    def add_outgoing_text(self, peer: str, sender_device: int, text: str, sent_at_ms: int) -> int:
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT INTO messages (kind, direction, peer, sender_device, body, sent_at_ms, "
+                "status) VALUES ('text', 'out', ?, ?, ?, ?, ?)",
+                (peer, sender_device, text, sent_at_ms, STATUS_PENDING),
+            )
+            return _rowid(cursor)
+
+    def set_message_status(
+        self, message_id: int, status: str, server_time_ms: int | None = None
+    ) -> None:
+        with self.transaction():
+            self._db.execute(
+                "UPDATE messages SET status = ?, server_time_ms = coalesce(?, server_time_ms) "
+                "WHERE id = ?",
+                (status, server_time_ms, message_id),
+            )
+
+    def message(self, message_id: int) -> StoredMessage | None:
+        rows = self._messages("WHERE id = ?", (message_id,))
+        return rows[0] if rows else None
+
+    def messages(self, peer: str | None = None, limit: int | None = None) -> list[StoredMessage]:
+        """Local history, oldest first (the last ``limit`` if given)."""
+        where, params = ("WHERE peer = ?", (peer,)) if peer is not None else ("", ())
+        rows = self._messages(where + " ORDER BY id DESC LIMIT ?", (*params, limit or -1))
+        return rows[::-1]
+
+    def _messages(self, tail: str, params: tuple[object, ...]) -> list[StoredMessage]:
+        columns = (
+            "id, kind, direction, peer, sender_device, body, error_code, sent_at_ms, "
+            "server_time_ms, received_at_ms, status, seq"
+        )
+        query = f"SELECT {columns} FROM messages {tail}"  # noqa: S608 (fixed clauses)
+        rows = self._db.execute(query, params)
+        return [
+            StoredMessage(
+                id=int(row[0]),
+                kind="text" if row[1] == "text" else "undecryptable",
+                direction="in" if row[2] == "in" else "out",
+                peer=str(row[3]),
+                sender_device=int(row[4]),
+                text=row[5],
+                error_code=_error_code(row[6]),
+                sent_at_ms=row[7],
+                server_time_ms=row[8],
+                received_at_ms=row[9],
+                status=str(row[10]),
+                seq=row[11],
+            )
+            for row in rows
+        ]
+
+    # --- outbox -------------------------------------------------------------------------
+
+    def add_outbox(
+        self, message_id: int, recipient: str, content: bytes, frame: Send, now_ms: int
+    ) -> int:
+        """Queue a send: the frame's recipient, flags and per-device ciphertexts."""
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT INTO outbox (message_id, recipient, flags, content, created_at_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (message_id, recipient, int(frame.flags), content, now_ms),
+            )
+            entry_id = _rowid(cursor)
+            self._write_payloads(entry_id, frame)
+            return entry_id
+
+    def replace_outbox_frame(self, entry_id: int, frame: Send) -> None:
+        """After a device-mismatch correction: the entry now addresses these devices."""
+        with self.transaction():
+            self._db.execute("DELETE FROM outbox_payloads WHERE entry_id = ?", (entry_id,))
+            self._write_payloads(entry_id, frame)
+
+    def _write_payloads(self, entry_id: int, frame: Send) -> None:
+        self._db.executemany(
+            "INSERT INTO outbox_payloads (entry_id, device_id, registration_id, payload) "
+            "VALUES (?, ?, ?, ?)",
+            [(entry_id, m.device_id, m.registration_id, m.payload) for m in frame.messages],
+        )
+
+    def delete_outbox(self, entry_id: int) -> None:
+        with self.transaction():
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+
+    def outbox(self) -> list[OutboxEntry]:
+        """Unanswered sends, in the order they were made."""
+        rows = self._db.execute(
+            "SELECT id, message_id, recipient, flags, content, created_at_ms FROM outbox "
+            "ORDER BY id"
+        ).fetchall()
+        return [self._outbox_entry(row) for row in rows]
+
+    def outbox_entry(self, entry_id: int) -> OutboxEntry | None:
+        row = self._db.execute(
+            "SELECT id, message_id, recipient, flags, content, created_at_ms FROM outbox "
+            "WHERE id = ?",
+            (entry_id,),
+        ).fetchone()
+        return None if row is None else self._outbox_entry(row)
+
+    def _outbox_entry(self, row: tuple[object, ...]) -> OutboxEntry:
+        entry_id = int(str(row[0]))
+        payloads = self._db.execute(
+            "SELECT device_id, registration_id, payload FROM outbox_payloads "
+            "WHERE entry_id = ? ORDER BY device_id",
+            (entry_id,),
+        )
+        messages = tuple(
+            DeviceMessage(int(device_id), int(registration_id), bytes(payload))
+            for device_id, registration_id, payload in payloads
+        )
+        recipient = str(row[2])
+        # Request id 0 until the transport stamps its own on each transmission.
+        frame = Send(0, recipient, messages, SendFlags(int(str(row[3]))))
+        return OutboxEntry(
+            id=entry_id,
+            message_id=int(str(row[1])),
+            recipient=recipient,
+            content=bytes(row[4]),  # type: ignore[call-overload]
+            frame=frame,
+            created_at_ms=int(str(row[5])),
+        )
+
+
+def _rowid(cursor: sqlite3.Cursor) -> int:
+    if cursor.lastrowid is None:  # pragma: no cover - sqlite3 always sets it after INSERT
+        raise RuntimeError("INSERT without a rowid")
+    return cursor.lastrowid
+
+
+def _error_code(value: object) -> ErrorCode | None:
+    if value is None:
+        return None
+    try:
+        return ErrorCode(int(str(value)))
+    except ValueError:
+        return ErrorCode.INTERNAL

@@ -1,0 +1,1 @@
+"""The REST API of the keys app: accounts, sessions, devices and prekeys (docs/api.md)."""

@@ -1,0 +1,366 @@
+"""The relay: one WebSocket connection of one device (docs/api.md, "The relay").
+
+An adapter only: it decodes frames, calls ``messaging.services`` and sends the results.
+What it keeps is per connection and exists to deliver each queued envelope once, in seq
+order, with at most ``MAX_UNACKED`` unacknowledged:
+
+* ``_cursor``: the highest seq sent on this connection. Envelopes are read from the
+  database with seq > cursor, so nothing is sent twice here and nothing skipped.
+* ``_in_flight``: seqs sent and not yet acknowledged (the window).
+* ``_behind``: the database may hold envelopes above the cursor that were not sent (the
+  backlog at connect, an envelope that arrived while the window was full, or a channel
+  event that was lost or came out of order).
+
+Live envelopes come as ``envelope.new`` channel events carrying the payload, so the
+common case (the next seq, window open) needs no database read; anything else falls
+back to the database. Channel events are at most once: the database is the truth, and a
+reconnect redelivers everything unacknowledged.
+
+Consumers handle one message at a time, so this state needs no locks. Logs carry at most
+the device pk, a frame type and an error code: never payloads, tokens or keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from keys.models import Device
+from keys.services import device_group
+from keys.tokens import device_for_token
+from messaging import services
+from project.errors import ServiceError
+from protocol.encoding import Reader
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import (
+    Ack,
+    Deliver,
+    DeviceMismatch,
+    Error,
+    Frame,
+    Notice,
+    NoticeKind,
+    Ping,
+    Pong,
+    QueueEmpty,
+    Send,
+    SendFlags,
+    SendOk,
+    decode_frame,
+    encode_frame,
+)
+
+logger = logging.getLogger(__name__)
+
+SUBPROTOCOL = "sealpost.v1"
+TOKEN_PREFIX = "sealpost.token."  # noqa: S105 (a subprotocol prefix, not a secret)
+
+# Close codes: the device was revoked (docs/api.md); the client kept sending far above
+# the frame rate limit (4429, after HTTP 429).
+CLOSE_REVOKED = 4403
+CLOSE_RATE_ABUSE = 4429
+# A client going faster than this multiple of the rate limit is disconnected.
+ABUSE_FACTOR = 10
+# At most this many seqs are named in an UNKNOWN_ENVELOPE message.
+MAX_SEQS_NAMED = 20
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; each frame takes one."""
+
+    __slots__ = ("_burst", "_clock", "_rate", "_stamp", "_tokens")
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._stamp = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+def offered_token(subprotocols: list[str]) -> str | None:
+    """The device token from the offered subprotocols, if ``sealpost.v1`` is offered too."""
+    if SUBPROTOCOL not in subprotocols:
+        return None
+    tokens = [p.removeprefix(TOKEN_PREFIX) for p in subprotocols if p.startswith(TOKEN_PREFIX)]
+    return tokens[0] if len(tokens) == 1 and tokens[0] else None
+
+
+def request_id_of(data: bytes) -> int:
+    """The request id of an undecodable frame when bytes 2.. hold a readable varint."""
+    try:
+        return Reader(data[2:]).varint("request_id")
+    except ProtocolError:
+        return 0
+
+
+class RelayConsumer(AsyncWebsocketConsumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._device: Device | None = None
+        self._closed = False
+        self._cursor = 0
+        self._in_flight: set[int] = set()
+        self._behind = True
+        self._queue_empty_sent = False
+
+    # --- connection -----------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        token = offered_token(list(self.scope.get("subprotocols") or []))
+        device = await database_sync_to_async(device_for_token)(token) if token else None
+        if device is None:
+            logger.debug("relay: handshake refused (no valid device token)")
+            await self.close()  # before accept: the handshake fails (HTTP 403)
+            return
+        self._device = device
+        limits = settings.SEALPOST
+        self._page = int(limits["DELIVERY_PAGE"])
+        self._window = int(limits["MAX_UNACKED"])
+        rate, burst = float(limits["WS_FRAMES_PER_SECOND"]), float(limits["WS_FRAME_BURST"])
+        self._budget = TokenBucket(rate, burst)
+        self._abuse = TokenBucket(rate * ABUSE_FACTOR, burst * ABUSE_FACTOR)
+        # Join before reading the backlog, so an envelope committed in between is announced.
+        group = device_group(device.pk)
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.groups.append(group)  # the base class leaves it on disconnect
+        await self.accept(subprotocol=SUBPROTOCOL)
+        logger.debug("relay: device %s connected", device.pk)
+        low = await database_sync_to_async(services.prekeys_low)(device)
+        if low is not None:
+            await self._send_frame(Notice(NoticeKind.PREKEYS_LOW, low))
+        await self._deliver_from_db()
+
+    async def disconnect(self, code: int) -> None:
+        self._closed = True
+        if self._device is not None:
+            logger.debug("relay: device %s disconnected (%s)", self._device.pk, code)
+
+    @property
+    def device(self) -> Device:
+        if self._device is None:
+            raise RuntimeError("the relay consumer has no device before connect()")
+        return self._device
+
+    async def _close(self, code: int) -> None:
+        self._closed = True
+        await self.close(code=code)
+
+    # --- frames from the client -----------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self._closed or self._device is None:
+            return
+        if not self._abuse.take():
+            logger.debug("relay: device %s closed for flooding", self._device.pk)
+            await self._close(CLOSE_RATE_ABUSE)
+            return
+        if not self._budget.take():
+            await self._error(
+                request_id_of(bytes_data) if bytes_data else 0,
+                ErrorCode.RATE_LIMITED,
+                f"more than {settings.SEALPOST['WS_FRAMES_PER_SECOND']} frames a second: "
+                "this frame was dropped, not processed; slow down and send it again",
+                "frame",
+            )
+            return
+        if bytes_data is None:
+            await self._error(
+                0,
+                ErrorCode.MALFORMED,
+                "text messages are not part of the protocol; send binary frames",
+                "text",
+            )
+            return
+        try:
+            frame = decode_frame(bytes_data)
+        except ProtocolError as exc:
+            await self._error(request_id_of(bytes_data), exc.code, exc.message, "frame")
+            return
+        try:
+            await self._handle(frame)
+        except Exception:
+            # A bug or a database failure: say so and carry on rather than drop the socket.
+            # The traceback names code, not data: no payload or token reaches it.
+            logger.exception("relay: device %s %s failed", self._device.pk, frame.type.name)
+            await self._error(
+                frame.request_id,
+                ErrorCode.INTERNAL,
+                "internal error; the frame was not processed",
+                frame.type.name,
+            )
+
+    async def _handle(self, frame: Frame) -> None:
+        match frame:
+            case Send():
+                await self._on_send(frame)
+            case Ack():
+                await self._on_ack(frame)
+            case Ping():
+                await self._send_frame(Pong(frame.request_id))
+            case Pong():
+                pass  # an answer to a ping; nothing to do
+            case _:
+                await self._error(
+                    frame.request_id,
+                    ErrorCode.INVALID_REQUEST,
+                    f"{frame.type.name} frames are sent only by the server",
+                    frame.type.name,
+                )
+
+    async def _on_send(self, frame: Send) -> None:
+        committed: list[services.SendAccepted] = []
+        try:
+            result = await database_sync_to_async(services.enqueue_send)(
+                self.device,
+                frame.recipient,
+                frame.messages,
+                bool(frame.flags & SendFlags.EPHEMERAL),
+                on_commit=committed.append,
+            )
+        except ServiceError as exc:
+            await self._error(frame.request_id, exc.code, exc.message, "SEND")
+            if exc.code is ErrorCode.UNAUTHORIZED:
+                await self._close(CLOSE_REVOKED)
+            return
+        match result:
+            case services.SendMismatch(missing=missing, extra=extra, stale=stale):
+                logger.debug("relay: device %s SEND -> device_mismatch", self.device.pk)
+                await self._send_frame(DeviceMismatch(frame.request_id, missing, extra, stale))
+            case services.SendAccepted():
+                await self._send_frame(SendOk(frame.request_id, result.server_time_ms))
+                for accepted in committed:
+                    await self._fan_out(accepted)
+
+    async def _fan_out(self, accepted: services.SendAccepted) -> None:
+        for delivery in accepted.deliveries:
+            event = {
+                "type": "envelope.new",
+                "seq": delivery.seq,
+                "sender": accepted.sender,
+                "sender_device": accepted.sender_device,
+                "server_time_ms": accepted.server_time_ms,
+                "payload": delivery.payload,
+            }
+            try:
+                await self.channel_layer.group_send(device_group(delivery.device_pk), event)
+            except Exception as exc:
+                # Stored envelopes reach the device on its next connection; ephemeral
+                # ones are lost, as they may be.
+                logger.warning(
+                    "relay: fan-out to device %s failed (%s)",
+                    delivery.device_pk,
+                    type(exc).__name__,
+                )
+
+    async def _on_ack(self, frame: Ack) -> None:
+        _, unknown = await database_sync_to_async(services.acknowledge)(self.device, frame.seqs)
+        self._in_flight.difference_update(frame.seqs)
+        if unknown:
+            named = ", ".join(str(seq) for seq in unknown[:MAX_SEQS_NAMED])
+            more = len(unknown) - MAX_SEQS_NAMED
+            if more > 0:
+                named += f" and {more} more"
+            await self._error(
+                frame.request_id,
+                ErrorCode.UNKNOWN_ENVELOPE,
+                f"this device holds no envelope with seq {named} "
+                "(already acknowledged, expired, or not its own)",
+                "ACK",
+            )
+        await self._deliver_from_db()
+
+    # --- channel-layer events ---------------------------------------------------------------
+
+    async def envelope_new(self, event: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        seq = int(event["seq"])
+        if seq == 0:  # ephemeral: not stored, not acknowledged, outside the window
+            await self._send_frame(self._deliver_frame(event))
+            return
+        if seq <= self._cursor:
+            return  # already sent from the database
+        if seq == self._cursor + 1 and not self._behind and len(self._in_flight) < self._window:
+            await self._send_frame(self._deliver_frame(event))
+            self._cursor = seq
+            self._in_flight.add(seq)
+            return
+        self._behind = True
+        await self._deliver_from_db()
+
+    async def prekeys_low(self, event: dict[str, Any]) -> None:
+        if not self._closed:
+            await self._send_frame(Notice(NoticeKind.PREKEYS_LOW, int(event["count"])))
+
+    async def device_revoked(self, event: dict[str, Any]) -> None:
+        if not self._closed:
+            await self._close(CLOSE_REVOKED)
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def _deliver_from_db(self) -> None:
+        """Send queued envelopes above the cursor while the window has room; then, the
+        first time the queue is found drained, QUEUE_EMPTY."""
+        while self._behind and len(self._in_flight) < self._window and not self._closed:
+            limit = min(self._page, self._window - len(self._in_flight))
+            page = await database_sync_to_async(services.pending_envelopes)(
+                self.device, self._cursor, limit
+            )
+            for envelope in page:
+                await self._send_frame(
+                    Deliver(
+                        envelope.seq,
+                        envelope.sender,
+                        envelope.sender_device,
+                        envelope.server_time_ms,
+                        envelope.payload,
+                    )
+                )
+                self._cursor = envelope.seq
+                self._in_flight.add(envelope.seq)
+            if len(page) < limit:
+                self._behind = False
+        if not self._behind and not self._queue_empty_sent and not self._closed:
+            self._queue_empty_sent = True
+            await self._send_frame(QueueEmpty())
+
+    @staticmethod
+    def _deliver_frame(event: dict[str, Any]) -> Deliver:
+        return Deliver(
+            int(event["seq"]),
+            str(event["sender"]),
+            int(event["sender_device"]),
+            int(event["server_time_ms"]),
+            bytes(event["payload"]),
+        )
+
+    async def _send_frame(self, frame: Frame) -> None:
+        await self.send(bytes_data=encode_frame(frame))
+
+    async def _error(self, request_id: int, code: ErrorCode, message: str, what: str) -> None:
+        """An ERROR frame; ``what`` names the frame type it answers, for the debug log."""
+        logger.debug(
+            "relay: device %s %s -> %s",
+            self._device.pk if self._device is not None else None,
+            what,
+            code.slug,
+        )
+        await self._send_frame(Error(request_id, int(code), message))
