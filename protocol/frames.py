@@ -312,7 +312,9 @@ class FrameStream:
     """Sans-I/O decoder for byte streams: each frame is ``length varint | frame``.
 
     Feed it bytes as they arrive, in any split; it returns the frames completed so far.
-    After a ProtocolError the stream is unusable (the framing is lost) and says so.
+    ``feed`` raises on the first bad frame, and frames completed earlier in that same call
+    are not returned: after a ProtocolError the stream is unusable (the framing is lost;
+    every later ``feed`` raises MALFORMED) and the peer must reconnect anyway.
     """
 
     __slots__ = ("_buffer", "_broken")

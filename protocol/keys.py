@@ -48,6 +48,24 @@ def _check_key_id(key_id: int, what: str) -> None:
         raise ProtocolError(ErrorCode.INVALID_VALUE, f"{what} must be 1..{MAX_KEY_ID}")
 
 
+def read_x25519_public_key(reader: Reader, what: str) -> bytes:
+    """Read an X25519 public key from the wire: 32 bytes whose top bit (0x80 of byte 31) is
+    clear, else BAD_KEY.
+
+    X25519 ignores that bit (RFC 7748, section 5), so two encodings that differ only there
+    give the same shared secrets. Where a key's bytes also name something (the base key that
+    identifies a session, the ratchet key that identifies a chain), the twin would pass as a
+    different key: a copy of a PreKeyMessage with its base key's top bit flipped was accepted
+    as a new session. Every X25519 public key this package produces has the bit clear (an
+    X25519 output is reduced modulo 2**255 - 19), so only a forged or corrupted key is refused.
+    Every X25519 public key that is decoded from the wire goes through here.
+    """
+    key = reader.fixed(p.X25519_KEY_BYTES, what)
+    if key[31] & 0x80:
+        raise ProtocolError(ErrorCode.BAD_KEY, f"{what} is not a canonical X25519 key")
+    return key
+
+
 def check_device_id(device_id: int) -> None:
     if not 1 <= device_id <= MAX_DEVICE_ID:
         raise ProtocolError(
@@ -122,7 +140,7 @@ class DeviceCertificate:
             device_id=device_id,
             registration_id=registration_id,
             signing_key=reader.fixed(p.ED25519_PUBLIC_BYTES, "signing_key"),
-            identity_key=reader.fixed(p.X25519_KEY_BYTES, "identity_key"),
+            identity_key=read_x25519_public_key(reader, "identity_key"),
             signature=reader.fixed(p.ED25519_SIGNATURE_BYTES, "certificate signature"),
         )
 
@@ -221,7 +239,7 @@ class SignedPreKey:
         _check_key_id(key_id, "signed prekey id")
         return cls(
             key_id,
-            reader.fixed(p.X25519_KEY_BYTES, "signed_prekey.public_key"),
+            read_x25519_public_key(reader, "signed_prekey.public_key"),
             reader.fixed(p.ED25519_SIGNATURE_BYTES, "signed_prekey.signature"),
         )
 
@@ -245,7 +263,7 @@ class OneTimePreKey:
     def read(cls, reader: Reader) -> OneTimePreKey:
         key_id = reader.varint("one_time_prekey.key_id", maximum=MAX_KEY_ID)
         _check_key_id(key_id, "one-time prekey id")
-        return cls(key_id, reader.fixed(p.X25519_KEY_BYTES, "one_time_prekey.public_key"))
+        return cls(key_id, read_x25519_public_key(reader, "one_time_prekey.public_key"))
 
 
 @dataclass(frozen=True, slots=True)

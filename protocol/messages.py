@@ -15,6 +15,8 @@ tell, before any crypto, whether it speaks this version (docs/protocol.md, "Mess
 
 The header of a RatchetMessage (everything before the ciphertext) is bound into the AEAD
 as associated data, so a header cannot be changed without the message being rejected.
+ratchet_key and base_key, like every X25519 public key read from the wire, must have the
+top bit of their last byte clear (``keys.read_x25519_public_key``), else BAD_KEY.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from enum import IntEnum
 from . import primitives as p
 from .encoding import Reader, Writer
 from .errors import ErrorCode, ProtocolError
-from .keys import MAX_KEY_ID, DeviceCertificate
+from .keys import MAX_KEY_ID, DeviceCertificate, read_x25519_public_key
 from .limits import PROTOCOL_VERSION
 
 MAX_COUNTER = 0xFFFF_FFFF
@@ -92,7 +94,7 @@ class RatchetMessage:
     def decode(cls, data: bytes) -> RatchetMessage:
         r = Reader(data)
         read_type_byte(r, MessageKind.RATCHET)
-        ratchet_key = r.fixed(p.X25519_KEY_BYTES, "ratchet_key")
+        ratchet_key = read_x25519_public_key(r, "ratchet_key")
         previous = r.varint("previous_chain_length", maximum=MAX_COUNTER)
         counter = r.varint("counter", maximum=MAX_COUNTER)
         ciphertext = r.rest()
@@ -136,7 +138,7 @@ class PreKeyMessage:
         read_type_byte(r, MessageKind.PREKEY)
         account_key = r.fixed(p.ED25519_PUBLIC_BYTES, "sender_account_key")
         certificate = DeviceCertificate.read(r)
-        base_key = r.fixed(p.X25519_KEY_BYTES, "base_key")
+        base_key = read_x25519_public_key(r, "base_key")
         signed_prekey_id = r.varint("signed_prekey_id", maximum=MAX_KEY_ID)
         one_time_prekey_id = r.varint("one_time_prekey_id", maximum=MAX_KEY_ID)
         kem_prekey_id = r.varint("kem_prekey_id", maximum=MAX_KEY_ID)

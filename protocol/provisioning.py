@@ -41,7 +41,7 @@ from . import primitives as p
 from .encoding import Reader, Writer
 from .errors import ErrorCode, ProtocolError
 from .identifiers import check_username
-from .keys import Rng
+from .keys import Rng, read_x25519_public_key
 from .limits import MAX_USERNAME_BYTES
 
 LINK_CODE_VERSION = 1
@@ -82,7 +82,7 @@ class LinkCode:
         if version != LINK_CODE_VERSION:
             raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"link code version {version}")
         address = r.fixed(ADDRESS_BYTES, "address")
-        public = r.fixed(p.X25519_KEY_BYTES, "ephemeral_public")
+        public = read_x25519_public_key(r, "ephemeral_public")
         r.end("link code")
         return cls(address, public)
 
@@ -159,7 +159,7 @@ def open_sealed(code: LinkCode, ephemeral_private: bytes, sealed: bytes) -> Prov
     version = r.u8("sealed version")
     if version != SEALED_VERSION:
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"sealed provisioning {version}")
-    sender_public = r.fixed(p.X25519_KEY_BYTES, "sender_ephemeral_public")
+    sender_public = read_x25519_public_key(r, "sender_ephemeral_public")
     ciphertext = r.rest()
     key, nonce = _keys(p.x25519(ephemeral_private, sender_public))
     plaintext = p.aead_decrypt(key, nonce, ciphertext, _associated_data(code, sender_public))

@@ -8,7 +8,8 @@ pair converges on one session without losing a message (as libsignal does).
 Until the initiator receives a reply, it sends every message as a PreKeyMessage carrying
 the same setup fields, so that any one of them, in any order, can establish the session on
 the responder even if the first is lost. The responder recognises repeats by the base key
-and decrypts them with the session they already set up.
+and decrypts them with the session they already set up; that needs the base key to have
+one spelling, so decoders refuse one with its top bit set (``keys.read_x25519_public_key``).
 
 Failure never changes the record: decryption runs on a clone of a state and the clone is
 kept only if the AEAD accepts the message. What the caller must do after a successful

@@ -61,6 +61,8 @@ from protocol.keys import (  # noqa: E402
     PreKeyBundle,
     SignedPreKeyPair,
 )
+from protocol.limits import MAX_SKIPPED_KEYS  # noqa: E402
+from protocol.messages import PreKeyMessage  # noqa: E402
 from protocol.padding import pad, padme_length  # noqa: E402
 from protocol.pqxdh import derive_root_key  # noqa: E402
 from protocol.ratchet import kdf_ck, kdf_rk, message_key_material  # noqa: E402
@@ -275,7 +277,8 @@ def content_vectors() -> dict[str, Any]:
 
 
 def session_vectors() -> dict[str, Any]:
-    """A full conversation, with out-of-order delivery both ways."""
+    """A full conversation, with out-of-order delivery both ways; and a second one
+    (``eviction_and_archive_conversation``) for evicted keys and archived states."""
     alice, bob = Party("alice", 1, 1111), Party("bob", 1, 2222)
     alice_stream, bob_stream = TestStream(b"alice/session"), TestStream(b"bob/session")
     alice_record = SessionRecord.initiate(
@@ -359,6 +362,179 @@ def session_vectors() -> dict[str, Any]:
         "final_records": {
             "alice": h(records["alice"].encode()),
             "bob": h(records["bob"].encode()),
+        },
+        "eviction_and_archive": eviction_and_archive_conversation(),
+    }
+
+
+def flip_top_bit(data: bytes, offset: int) -> bytes:
+    """``data`` with the top bit of the X25519 key at ``offset`` set (it is always clear)."""
+    out = bytearray(data)
+    out[offset + 31] |= 0x80
+    return bytes(out)
+
+
+def eviction_and_archive_conversation() -> dict[str, Any]:
+    """A second conversation: skipped keys evicted (too_many_skipped, ranges in
+    ``discarded``), a second session from a second bundle (an archived state), promotion of
+    the archived state on both sides, and messages whose X25519 keys are not canonical.
+
+    Only delivered messages are recorded; every encryption is recorded as a batch (how many
+    messages, SHA-256 of their concatenation), which is enough to reproduce and check it.
+    """
+    alice, bob = Party("alice", 1, 1111), Party("bob", 1, 2222)
+    streams = {"alice": TestStream(b"alice/session2"), "bob": TestStream(b"bob/session2")}
+    parties = {"alice": alice, "bob": bob}
+    records = {"alice": SessionRecord(), "bob": SessionRecord()}
+    sent: list[bytes] = []
+    delivered: dict[str, str] = {}
+    invalid: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    start_ms = 1_795_000_100_000
+
+    def plaintext(who: str, index: int) -> bytes:
+        return encode_content(Text(f"{who} {index}", start_ms + index), hide_length=index % 2 == 1)
+
+    def initiate(bundle: str) -> None:
+        chosen = bob.bundle() if bundle == "bundle" else bob.bundle(False, last_resort=True)
+        records["alice"] = SessionRecord.initiate(
+            alice.device,
+            chosen,
+            existing=records["alice"],
+            rng=streams["alice"],
+            encapsulate=deterministic_encapsulate(streams["alice"]),
+        )
+        steps.append({"op": "initiate", "by": "alice", "bundle": bundle})
+
+    def send(who: str, count: int) -> None:
+        first = len(sent)
+        batch = [records[who].encrypt(plaintext(who, first + i)) for i in range(count)]
+        sent.extend(batch)
+        steps.append(
+            {
+                "op": "encrypt",
+                "by": who,
+                "first_index": first,
+                "count": count,
+                "sha256": h(p.sha256(b"".join(batch))),
+            }
+        )
+
+    def receive(who: str, index: int, expect_error: ErrorCode | None = None) -> None:
+        step: dict[str, Any] = {"op": "decrypt", "by": who, "index": index}
+        delivered[str(index)] = h(sent[index])
+        deliver(who, sent[index], step, expect_error)
+
+    def receive_invalid(who: str, of: int, field: str, offset: int) -> None:
+        """A copy of message ``of`` whose ``field`` (an X25519 key) has its top bit set."""
+        data = flip_top_bit(sent[of], offset)
+        invalid.append(
+            {
+                "description": f"message {of} with the top bit of its {field} set",
+                "of": of,
+                "kind": "prekey" if data[0] == 0x12 else "ratchet",
+                "encoded": h(data),
+                "error": ErrorCode.BAD_KEY.slug,
+                "message": f"{field} is not a canonical X25519 key",
+            }
+        )
+        step = {"op": "decrypt", "by": who, "invalid": len(invalid) - 1}
+        deliver(who, data, step, ErrorCode.BAD_KEY)
+
+    def deliver(
+        who: str, data: bytes, step: dict[str, Any], expect_error: ErrorCode | None
+    ) -> None:
+        before = records[who].encode()
+        try:
+            result = records[who].decrypt(data, parties[who].device, parties[who], rng=streams[who])
+        except ProtocolError as exc:
+            assert exc.code is expect_error, (exc, expect_error)
+            assert records[who].encode() == before
+            step["error"] = exc.code.slug
+        else:
+            assert expect_error is None, step
+            step["plaintext"] = h(result.plaintext)
+            for used in (result.consumed_one_time_prekey_id, result.consumed_kem_prekey_id):
+                if used is not None:
+                    parties[who].used.add(used)
+        steps.append(step)
+
+    total = MAX_SKIPPED_KEYS + 3
+    # Session 1, from bob's bundle with one-time prekeys. The last message first: it skips
+    # total - 1 keys, and the two oldest (0 and 1) are evicted.
+    initiate("bundle")
+    send("alice", total)  # 0 .. 2002, all PreKeyMessages
+    receive("bob", total - 1)
+    receive("bob", 0, ErrorCode.TOO_MANY_SKIPPED)  # its key was evicted
+    receive("bob", 2)  # a kept skipped key
+    receive("bob", 2, ErrorCode.DUPLICATE_MESSAGE)
+    # Session 2, from the bundle without a one-time X25519 or KEM prekey: nothing is
+    # consumed, so only the base key tells a repeat from a new setup. Bob archives session 1.
+    initiate("bundle_without_one_time_last_resort")
+    send("alice", 1)  # 2003
+    receive("bob", total)
+    # 0x12 | sender_account_key[32] | certificate | base_key[32] | ...
+    base_key_offset = 1 + 32 + len(alice.device.certificate.encode())
+    assert sent[total][base_key_offset:][:32] == PreKeyMessage.decode(sent[total]).base_key
+    receive_invalid("bob", total, "base_key", base_key_offset)  # was accepted as a new session
+    receive("bob", total, ErrorCode.DUPLICATE_MESSAGE)
+    send("bob", 1)  # 2004
+    receive("alice", total + 1)
+    send("alice", 1)  # 2005, a RatchetMessage
+    receive("bob", total + 2)
+    receive_invalid("bob", total + 2, "ratchet_key", 1)
+    # A late message of session 1: Bob's archived state decrypts it and becomes current;
+    # his reply on it makes Alice promote her archived state too.
+    receive("bob", 1000)
+    send("bob", 1)  # 2006
+    receive("alice", total + 3)
+    # Alice's new chain on session 1: 5 messages, the last first. Its 4 skipped keys evict
+    # the two oldest of session 1's first chain (3 and 4; 2 was used): a second range.
+    send("alice", 5)  # 2007 .. 2011
+    receive("bob", total + 8)
+    receive("bob", 3, ErrorCode.TOO_MANY_SKIPPED)
+    receive("bob", 5)
+    receive("bob", total + 5)
+    receive("bob", total + 5, ErrorCode.DUPLICATE_MESSAGE)
+
+    bob_record = records["bob"].encode()
+    current = records["bob"].current
+    assert current is not None and len(records["bob"].states) == 2
+    chain, ranges = next(iter(current.discarded.items()))
+    assert ranges == [[0, 1], [3, 4]], ranges
+    return {
+        "description": (
+            "A second conversation, as the first (parties of keys.json) but with randomness "
+            "from TestStream('<name>/session2'). Alice sends MAX_SKIPPED_KEYS + 3 messages; bob "
+            "receives the last first (the two oldest skipped keys are evicted), an evicted one "
+            "(too_many_skipped), a kept one, and a replay. Alice then starts a second session "
+            "from bob's bundle without one-time prekeys (bob archives the first); bob promotes "
+            "the first session again when a late message of it arrives, alice when his answer "
+            "on it arrives. Each "
+            "'initiate' step makes alice start a session from the named bundle of bob's in "
+            "keys.json, archiving her current one: it draws the base key, the ML-KEM message "
+            "m, then her first ratchet key. Message i by sender s has as plaintext the TEXT "
+            "content '<s> <i>' with sent_at_ms first_sent_at_ms + i, padded when i is odd. "
+            "An 'encrypt' step encrypts 'count' messages in turn, numbered from "
+            "'first_index'; 'sha256' is the SHA-256 of their concatenation. 'messages' holds "
+            "every delivered message by index; a 'decrypt' step with 'invalid' delivers that "
+            "entry of 'invalid_messages' (a delivered message with the top bit of an X25519 "
+            "key set) instead. Bob's final record is given as the SHA-256 of its encoding "
+            "(it holds about 2,000 skipped keys), its length, and its current state's "
+            "discarded ranges."
+        ),
+        "max_skipped_keys": MAX_SKIPPED_KEYS,
+        "first_sent_at_ms": start_ms,
+        "steps": steps,
+        "messages": delivered,
+        "invalid_messages": invalid,
+        "final": {
+            "bob_record_sha256": h(p.sha256(bob_record)),
+            "bob_record_length": len(bob_record),
+            "bob_states": len(records["bob"].states),
+            "bob_current_base_key": h(current.base_key),
+            "bob_current_discarded": [{"chain": h(chain), "ranges": ranges}],
+            "alice_record_sha256": h(p.sha256(records["alice"].encode())),
         },
     }
 

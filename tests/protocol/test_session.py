@@ -340,11 +340,18 @@ class Target:
             data, self.bob.device, store, trusted_account_key=self.trusted, rng=seeded_rng(5)
         )
 
-    def region_of(self, byte_index: int) -> tuple[str, frozenset[ErrorCode]]:
+    def region_of(self, bit: int) -> tuple[str, frozenset[ErrorCode]]:
         for name, start, end, codes in self.regions:
-            if start <= byte_index < end:
+            if start <= bit // 8 < end:
+                if name in X25519_KEY_REGIONS and bit == (start + 31) * 8 + 7:
+                    # The top bit of an X25519 key: refused by the decoder, whatever else.
+                    return f"{name} (top bit)", frozenset({ErrorCode.BAD_KEY})
                 return name, codes
-        raise AssertionError(byte_index)
+        raise AssertionError(bit)
+
+
+# Message fields holding an X25519 public key: their top bit must be clear (BAD_KEY).
+X25519_KEY_REGIONS = frozenset({"ratchet key", "certificate identity key", "base key"})
 
 
 def ratchet_regions(
@@ -478,7 +485,7 @@ def check_flip(target: Target, record: SessionRecord, store: MemoryPreKeyStore, 
     """Flip one bit of the target message and decrypt it. Returns True if it decrypted
     (then ``record`` has moved on and the caller must start from a fresh one)."""
     tampered = flip(target.data, bit)
-    region, codes = target.region_of(bit // 8)
+    region, codes = target.region_of(bit)
     before = record.encode()
     before_store = store_snapshot(store)
     try:
@@ -520,8 +527,15 @@ def test_every_bit_flip_of_a_ratchet_message_is_rejected(name: str) -> None:
 def test_a_bit_flip_in_every_byte_of_a_prekey_message(name: str) -> None:
     target = targets()[name]
     record, store = target.fresh()
-    for index in range(len(target.data)):
-        bit = index * 8 + (index * 3) % 8  # one bit per byte, all bit positions in turn
+    # The top bit of each X25519 key (BAD_KEY), then one bit per byte, all bit positions
+    # in turn.
+    top_bits = [
+        (start + 31) * 8 + 7
+        for region, start, _, _ in target.regions
+        if region in X25519_KEY_REGIONS
+    ]
+    assert len(top_bits) == 3
+    for bit in top_bits + [index * 8 + (index * 3) % 8 for index in range(len(target.data))]:
         if check_flip(target, record, store, bit):
             record, store = target.fresh()
     check_genuine_still_decrypts(target, record, store)
@@ -684,6 +698,56 @@ def test_replay_of_prekey_message_after_reply_is_a_duplicate_not_a_new_session()
         )
     assert len(bob_record.states) == 1
     assert bob.decrypt(bob_record, setup[1]).plaintext == plaintext("setup", 1)  # late, fine
+
+
+def with_top_bit_flipped(key: bytes) -> bytes:
+    return key[:31] + bytes((key[31] ^ 0x80,))
+
+
+@pytest.mark.parametrize("replied", [False, True], ids=["before-reply", "after-reply"])
+def test_replay_with_the_base_key_top_bit_flipped_is_bad_key(replied: bool) -> None:
+    """X25519 ignores the top bit of a u-coordinate, and the base key enters the session
+    only through DH outputs: a copy of a PreKeyMessage whose base key differs only in that
+    bit gives the very same keys, yet is another "base key" for the repeat check. Without a
+    one-time X25519 or KEM prekey nothing is consumed, so such a copy used to be accepted
+    again as a new session (a replay). Decoders now refuse the non-canonical key."""
+    alice, bob = Party.create("alice", seed=31), Party.create("bob", seed=32)
+    alice_record = alice.initiate(bob.bundle(one_time=False, kem_one_time=False))
+    data = alice_record.encrypt(b"pay 100")
+    bob_record = SessionRecord()
+    assert bob.decrypt(bob_record, data).plaintext == b"pay 100"
+    if replied:
+        alice.decrypt(alice_record, bob_record.encrypt(b"ok"))
+    message = PreKeyMessage.decode(data)
+    flipped = dataclasses.replace(message, base_key=with_top_bit_flipped(message.base_key))
+    error = assert_rejected(
+        bob_record, lambda: bob.decrypt(bob_record, flipped.encode()), ErrorCode.BAD_KEY
+    )
+    assert error.message == "base_key is not a canonical X25519 key"
+    # Also on an empty record (Bob lost his session) and with a trusted sender.
+    empty = SessionRecord()
+    assert_rejected(
+        empty,
+        lambda: bob.decrypt(empty, flipped.encode(), trusted_account_key=alice.account_key),
+        ErrorCode.BAD_KEY,
+    )
+    assert len(bob_record.states) == 1
+    assert_rejected(bob_record, lambda: bob.decrypt(bob_record, data), ErrorCode.DUPLICATE_MESSAGE)
+
+
+def test_ratchet_key_with_its_top_bit_flipped_is_bad_key() -> None:
+    """The same for the ratchet key, which names a receiving chain: a twin would derive the
+    same chain under another name (new DH step, skipped-key slots, duplicate detection)."""
+    alice, bob = Party.create("alice"), Party.create("bob")
+    alice_record, bob_record = start_conversation(alice, bob)
+    data = alice_record.encrypt(b"once")
+    assert bob.decrypt(bob_record, data).plaintext == b"once"
+    message = RatchetMessage.decode(data)
+    twin = dataclasses.replace(message, ratchet_key=with_top_bit_flipped(message.ratchet_key))
+    error = assert_rejected(
+        bob_record, lambda: bob.decrypt(bob_record, twin.encode()), ErrorCode.BAD_KEY
+    )
+    assert error.message == "ratchet_key is not a canonical X25519 key"
 
 
 def test_replay_of_a_message_of_an_archived_session_is_a_duplicate() -> None:

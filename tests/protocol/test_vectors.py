@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from protocol import primitives as p
-from protocol.content import decode_content, encode_content
+from protocol.content import Text, decode_content, encode_content
 from protocol.encoding import Reader, encode_varint
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import FrameStream, decode_frame, encode_frame
@@ -28,6 +28,8 @@ from protocol.keys import (
     PreKeyBundle,
     SignedPreKey,
 )
+from protocol.limits import MAX_SKIPPED_KEYS
+from protocol.messages import PreKeyMessage, RatchetMessage
 from protocol.padding import pad, padme_length
 from protocol.pqxdh import derive_root_key
 from protocol.ratchet import kdf_ck, kdf_rk, message_key_material
@@ -190,6 +192,103 @@ def test_session_replays_on_the_receiving_side() -> None:
             checked += 1
     assert checked >= 5
     assert record.encode().hex() == doc["final_records"]["bob"]
+
+
+def _second_conversation() -> dict[str, Any]:
+    doc: dict[str, Any] = load("session.json")["eviction_and_archive"]
+    return doc
+
+
+def test_invalid_messages_are_refused_by_the_decoders() -> None:
+    """Each invalid message is a delivered one with the top bit of one X25519 key set."""
+    doc = _second_conversation()
+    assert len(doc["invalid_messages"]) >= 2
+    delivered = {int(k): bytes.fromhex(v) for k, v in doc["messages"].items()}
+    for case in doc["invalid_messages"]:
+        data = bytes.fromhex(case["encoded"])
+        decode = PreKeyMessage.decode if case["kind"] == "prekey" else RatchetMessage.decode
+        with pytest.raises(ProtocolError) as info:
+            decode(data)
+        assert (info.value.code.slug, info.value.message) == (case["error"], case["message"])
+        original = delivered[case["of"]]
+        difference = [i for i in range(len(data)) if data[i] != original[i]]
+        assert len(difference) == 1 and data[difference[0]] ^ original[difference[0]] == 0x80
+        with pytest.raises(ProtocolError) as info:
+            SessionRecord().decrypt(data, generator().Party("bob", 1, 2222).device, _NoPrekeys())
+        assert info.value.code.slug == case["error"]
+
+
+class _NoPrekeys:
+    def signed_prekey(self, key_id: int) -> bytes | None:
+        return None
+
+    def one_time_prekey(self, key_id: int) -> bytes | None:
+        return None
+
+    def kem_prekey(self, key_id: int) -> tuple[bytes, bool] | None:
+        return None
+
+
+def test_second_conversation_replays_on_the_receiving_side() -> None:
+    """Bob's half of the second conversation (evicted skipped keys, an archived state,
+    promotion, non-canonical keys), from recorded messages only: every plaintext, every
+    error (leaving the record unchanged), each of his encryption batches, and his final
+    record's SHA-256, length, states and discarded ranges."""
+    gen = generator()
+    doc = _second_conversation()
+    assert doc["max_skipped_keys"] == MAX_SKIPPED_KEYS
+    bob_party = next(x for x in load("keys.json")["parties"] if x["username"] == "bob")
+    bob_device = gen.Party("bob", 1, 2222).device
+    store = _Bob(bob_party)
+    record = SessionRecord()
+    stream = gen.TestStream(b"bob/session2")
+    messages = {int(k): bytes.fromhex(v) for k, v in doc["messages"].items()}
+    invalid = [bytes.fromhex(case["encoded"]) for case in doc["invalid_messages"]]
+
+    def plaintext(index: int) -> bytes:
+        text = Text(f"bob {index}", doc["first_sent_at_ms"] + index)
+        return encode_content(text, hide_length=index % 2 == 1)
+
+    errors: set[str] = set()
+    for step in doc["steps"]:
+        if step["by"] != "bob":
+            continue
+        if step["op"] == "encrypt":
+            first, count = step["first_index"], step["count"]
+            batch = [record.encrypt(plaintext(first + i)) for i in range(count)]
+            assert p.sha256(b"".join(batch)).hex() == step["sha256"]
+            for i, data in enumerate(batch):
+                assert messages.get(first + i, data) == data
+            continue
+        data = messages[step["index"]] if "index" in step else invalid[step["invalid"]]
+        if "error" in step:
+            before = record.encode()
+            with pytest.raises(ProtocolError) as info:
+                record.decrypt(data, bob_device, store, rng=stream)
+            assert info.value.code.slug == step["error"], step
+            assert record.encode() == before, "a failed decryption changed the record"
+            errors.add(step["error"])
+        else:
+            result = record.decrypt(data, bob_device, store, rng=stream)
+            assert result.plaintext.hex() == step["plaintext"], step
+            if result.consumed_one_time_prekey_id is not None:
+                del store.one_time[result.consumed_one_time_prekey_id]
+            if result.consumed_kem_prekey_id is not None:
+                del store.kem[result.consumed_kem_prekey_id]
+    assert errors == {"too_many_skipped", "duplicate_message", "bad_key"}
+    final = doc["final"]
+    encoded = record.encode()
+    assert (p.sha256(encoded).hex(), len(encoded)) == (
+        final["bob_record_sha256"],
+        final["bob_record_length"],
+    )
+    assert len(record.states) == final["bob_states"] == 2
+    current = record.states[0]
+    assert current.base_key.hex() == final["bob_current_base_key"]
+    assert [
+        {"chain": chain.hex(), "ranges": ranges} for chain, ranges in current.discarded.items()
+    ] == final["bob_current_discarded"]
+    assert SessionRecord.decode(encoded).encode() == encoded
 
 
 def test_frames() -> None:

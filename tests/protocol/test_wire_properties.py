@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 
 import pytest
 from hypothesis import example, given, settings
@@ -85,6 +85,8 @@ key_ids = st.integers(min_value=1, max_value=MAX_KEY_ID)
 counters = st.integers(min_value=0, max_value=MAX_COUNTER)
 registration_ids = st.integers(min_value=1, max_value=MAX_REGISTRATION_ID)
 key32 = fixed_bytes(32)
+# An X25519 public key as the wire carries it: the top bit of its last byte is clear.
+x25519_keys = key32.map(lambda key: key[:31] + bytes((key[31] & 0x7F,)))
 short_text = st.text(max_size=60)
 
 positive_varints = st.integers(min_value=1, max_value=MAX_VARINT)  # request ids of requests, seqs
@@ -134,13 +136,13 @@ certificates = st.builds(
     device_id=device_ids,
     registration_id=registration_ids,
     signing_key=key32,
-    identity_key=key32,
+    identity_key=x25519_keys,
     signature=fixed_bytes(p.ED25519_SIGNATURE_BYTES),
 )
 signed_prekeys = st.builds(
-    SignedPreKey, key_id=key_ids, public_key=key32, signature=fixed_bytes(64)
+    SignedPreKey, key_id=key_ids, public_key=x25519_keys, signature=fixed_bytes(64)
 )
-one_time_prekeys = st.builds(OneTimePreKey, key_id=key_ids, public_key=key32)
+one_time_prekeys = st.builds(OneTimePreKey, key_id=key_ids, public_key=x25519_keys)
 kem_prekeys = st.builds(
     KemPreKey,
     key_id=key_ids,
@@ -158,7 +160,7 @@ bundles = st.builds(
 )
 ratchet_messages = st.builds(
     RatchetMessage,
-    ratchet_key=key32,
+    ratchet_key=x25519_keys,
     previous_chain_length=counters,
     counter=counters,
     ciphertext=st.binary(min_size=p.AEAD_TAG_BYTES, max_size=120),
@@ -167,7 +169,7 @@ prekey_messages = st.builds(
     PreKeyMessage,
     sender_account_key=key32,
     sender_certificate=certificates,
-    base_key=key32,
+    base_key=x25519_keys,
     signed_prekey_id=key_ids,
     one_time_prekey_id=st.none() | key_ids,
     kem_prekey_id=key_ids,
@@ -330,6 +332,76 @@ def test_encoder_refuses_what_the_decoder_refuses() -> None:
         with raises_code(code):
             encode_frame(frame)
     assert decode_frame(encode_frame(Ping(1))) == Ping(1)
+
+
+@cache
+def x25519_key_cases() -> dict[str, tuple[Callable[[bytes], object], bytes, bytes, str]]:
+    """case: (decoder, a genuine encoding, an X25519 public key in it, the field's name)."""
+    alice, bob = Party.create("alice", seed=201), Party.create("bob", seed=202)
+    bundle = bob.bundle()
+    assert bundle.one_time_prekey is not None
+    setup = PreKeyMessage.decode(alice.initiate(bundle).encrypt(b"x"))
+    cert, spk, opk = bundle.certificate, bundle.signed_prekey, bundle.one_time_prekey
+    identity = (cert.identity_key, "identity_key")
+    signed = (spk.public_key, "signed_prekey.public_key")
+    one_time = (opk.public_key, "one_time_prekey.public_key")
+    ratchet_key = (setup.message.ratchet_key, "ratchet_key")
+    return {
+        "certificate": (DeviceCertificate.decode, cert.encode(), *identity),
+        "signed prekey": (partial(read_all, SignedPreKey.read), spk.encode(), *signed),
+        "one-time prekey": (partial(read_all, OneTimePreKey.read), opk.encode(), *one_time),
+        "bundle/certificate": (PreKeyBundle.decode, bundle.encode(), *identity),
+        "bundle/signed prekey": (PreKeyBundle.decode, bundle.encode(), *signed),
+        "bundle/one-time prekey": (PreKeyBundle.decode, bundle.encode(), *one_time),
+        "ratchet message": (RatchetMessage.decode, setup.message.encode(), *ratchet_key),
+        "prekey message/base key": (
+            PreKeyMessage.decode,
+            setup.encode(),
+            setup.base_key,
+            "base_key",
+        ),
+        "prekey message/certificate": (
+            PreKeyMessage.decode,
+            setup.encode(),
+            alice.device.identity_key,
+            "identity_key",
+        ),
+        "prekey message/ratchet key": (PreKeyMessage.decode, setup.encode(), *ratchet_key),
+    }
+
+
+X25519_KEY_CASES = [
+    "certificate",
+    "signed prekey",
+    "one-time prekey",
+    "bundle/certificate",
+    "bundle/signed prekey",
+    "bundle/one-time prekey",
+    "ratchet message",
+    "prekey message/base key",
+    "prekey message/certificate",
+    "prekey message/ratchet key",
+]
+
+
+def flip_bits(data: bytes, index: int, mask: int) -> bytes:
+    return data[:index] + bytes((data[index] ^ mask,)) + data[index + 1 :]
+
+
+@pytest.mark.parametrize("case", X25519_KEY_CASES)
+def test_x25519_keys_on_the_wire_must_have_their_top_bit_clear(case: str) -> None:
+    """X25519 ignores the top bit of a public key, so a key with it set is a second spelling
+    of another key: every decoder refuses one (BAD_KEY, naming the field); the other bits
+    of the last byte are the decoder's no concern."""
+    assert sorted(x25519_key_cases()) == sorted(X25519_KEY_CASES)
+    decode, encoded, key, field = x25519_key_cases()[case]
+    assert key[31] & 0x80 == 0, "key generation never sets the top bit"
+    last = encoded.index(key) + 31
+    decode(encoded)
+    with raises_code(ErrorCode.BAD_KEY) as caught:
+        decode(flip_bits(encoded, last, 0x80))
+    assert caught[0].message == f"{field} is not a canonical X25519 key"
+    decode(flip_bits(encoded, last, 0x7F))
 
 
 def test_decoder_limits() -> None:
@@ -523,6 +595,11 @@ OTHER: dict[str, Callable[[bytes], object]] = {
 }
 
 
+# Decoders of formats that hold an X25519 public key (the local store does too, in the
+# device certificate of a pending prekey state).
+X25519_KEY_DECODERS = frozenset({"ratchet", "prekey", "bundle", "certificate", "record", "state"})
+
+
 def check_decoder(name: str, data: bytes) -> None:
     try:
         if name in CANONICAL:
@@ -531,10 +608,13 @@ def check_decoder(name: str, data: bytes) -> None:
             OTHER[name](data)
     except ProtocolError as exc:
         assert isinstance(exc.code, ErrorCode)
-        # Decoders report format errors (1xx); frames also check usernames.
+        # Decoders report format errors (1xx); frames also check usernames, and whatever
+        # holds an X25519 public key checks that its top bit is clear.
         allowed_extra = (
             {ErrorCode.INVALID_USERNAME, ErrorCode.CIPHERTEXT_TOO_LARGE}
             if name == "frame"
+            else {ErrorCode.BAD_KEY}
+            if name in X25519_KEY_DECODERS
             else set()
         )
         assert exc.code < 200 or exc.code in allowed_extra, f"{name}: unexpected {exc.code!r}"
@@ -717,6 +797,17 @@ def test_frame_stream_errors_are_sticky() -> None:
         with raises_code(code):
             stream.feed(bad)
         broken_stream_check(stream)
+
+
+def test_a_bad_frame_fails_the_whole_feed_call() -> None:
+    """The good frames before a bad one in the same ``feed`` call are not returned (the
+    stream is dead after an error); frames returned by earlier calls are unaffected."""
+    ping = FrameStream.encode(Ping(7))
+    stream = FrameStream()
+    assert stream.feed(ping) == [Ping(7)]
+    with raises_code(ErrorCode.UNKNOWN_TYPE):
+        stream.feed(ping + ping + b"\x03\x01\x63\x00")
+    broken_stream_check(stream)
 
 
 def test_bounded_lists_in_states() -> None:
