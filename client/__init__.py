@@ -24,12 +24,13 @@ The ``Client`` API (all network methods are coroutines; every failure is a
 ``SealpostError`` whose ``code`` is a ``protocol.errors.ErrorCode`` or, for conditions
 that never cross the wire, a ``LocalErrorCode``):
 
-``Client(home, *, server_url=None, http_transport=None, ws_connector=..., backoff=None,
-ping_interval=25.0, clock=time.time, rng=...)``
+``Client(home, *, server_url=None, send_receipts=True, http_transport=None,
+ws_connector=..., backoff=None, ping_interval=25.0, clock=time.time, rng=...)``
     Opens (or creates) ``<home>/sealpost.sqlite3``. ``server_url`` overrides the stored
-    URL; the remaining keywords are test seams (an ``httpx.MockTransport``, an in-memory
-    WebSocket connector, fast backoff, a fixed clock). Use as an async context manager,
-    or call ``close()``.
+    URL; ``send_receipts=False`` (or setting the ``send_receipts`` attribute) sends no
+    receipts from this object, whatever the stored setting; the remaining keywords are
+    test seams (an ``httpx.MockTransport``, an in-memory WebSocket connector, fast
+    backoff, a fixed clock). Use as an async context manager, or call ``close()``.
 
 ``registered``, ``username``, ``device_id``, ``account_key``, ``config``
     Who this home is (the last four raise NOT_REGISTERED before ``register``).
@@ -46,15 +47,43 @@ ping_interval=25.0, clock=time.time, rng=...)``
 ``await send_text(username, text) -> int``
     Encrypts once per device of ``username`` (and once per other device of our own
     account), stores the sessions and the outbox entry in one transaction, sends, and
-    returns the local message id once the server accepted it. Corrects the device set on
+    returns the local message id once the server accepted it. Its sent_at (the sender's
+    clock, inside the encryption) is ``max(now, previous + 1)``: unique per device and
+    increasing, so that (sender, sent_at) names this one message, which is how receipts
+    refer to it. Corrects the device set on
     DEVICE_MISMATCH (at most 3 rounds). Raises UNTRUSTED_IDENTITY while the recipient's
     identity key is flagged as changed.
 
 ``async for event in receive(*, wait=0.0)``
-    Yields ``MessageReceived``, ``UndecryptableMessage`` and ``IdentityChanged`` as
-    envelopes arrive; each is stored and acknowledged before it is yielded. Stops after
-    the server's QUEUE_EMPTY plus ``wait`` quiet seconds (``wait=None``: never).
+    Yields ``MessageReceived``, ``UndecryptableMessage``, ``IdentityChanged`` and
+    ``MessageStatusChanged`` as envelopes arrive; each is stored and acknowledged before
+    it is yielded. Stops after the server's QUEUE_EMPTY plus ``wait`` quiet seconds
+    (``wait=None``: never), once the receipts owed are sent (waiting 10 s at most).
     ``handle_push(frame)`` is the same for one frame.
+
+Receipts (end-to-end encrypted like any message; the server cannot tell them apart)
+    Each text received from another account owes its sender a DELIVERED receipt. It is
+    written in the text's own transaction and sent after the ACK by a background task,
+    batched per sender: when the push queue is momentarily empty, when 100 are owed, and
+    before ``receive()`` returns; whatever a crash or a disconnect interrupts goes out on
+    the next ``connect()``. Receipts go to the sender's account only (all its devices),
+    never to our own other devices, never in answer to a receipt, and never hold a text
+    up. Receipts to an account whose identity key changed wait until ``trust()``.
+    An incoming receipt moves our outgoing messages to that peer with the named sent_at
+    forward (``messages()`` status: pending -> sent -> delivered -> read, never back; an
+    unknown sent_at is ignored) and yields ``MessageStatusChanged``; it is never stored
+    and never yields ``MessageReceived``. Content of a type (or receipt kind) this client
+    does not know comes from a newer client: it is acknowledged, logged at debug level,
+    and neither stored nor yielded.
+
+``await mark_read(username) -> int``
+    Marks the unread incoming messages from ``username`` read (their status goes from
+    "received" to "read") and sends one READ receipt per 100 of them; returns how many.
+
+``receipts``, ``set_receipts(enabled)``, ``sending_receipts``
+    The stored ``receipts`` setting (default on; ``set_receipts(False)`` also drops the
+    receipts owed), and whether this object sends receipts (setting and attribute). With
+    receipts off none are sent; incoming ones are still processed.
 
 ``await rotate_prekeys()``
     New signed prekey and last-resort KEM prekey; the old private keys stay 7 days.
@@ -70,15 +99,23 @@ ping_interval=25.0, clock=time.time, rng=...)``
 
 Events are frozen dataclasses: ``MessageReceived(from_, device, text, sent_at_ms,
 server_time_ms, seq, message_id)``, ``UndecryptableMessage(from_, device, code,
-server_time_ms, seq, message_id)`` and ``IdentityChanged(username, device,
-server_time_ms)``. ``sent_at_ms`` is the sender's clock, carried inside the encryption;
+server_time_ms, seq, message_id)``, ``IdentityChanged(username, device,
+server_time_ms)`` and ``MessageStatusChanged(peer, message_id, status)`` (status
+"delivered" or "read"). ``sent_at_ms`` is the sender's clock, carried inside the encryption;
 ``server_time_ms`` is when the relay accepted the envelope; ``message_id`` is the id in
 ``messages()``. A message from another device of our own account (the copy of what it
 sent) arrives as ``MessageReceived`` with ``from_`` set to our own username: the content
 format does not yet say whom it was sent to.
 """
 
-from .core import Client, Event, IdentityChanged, MessageReceived, UndecryptableMessage
+from .core import (
+    Client,
+    Event,
+    IdentityChanged,
+    MessageReceived,
+    MessageStatusChanged,
+    UndecryptableMessage,
+)
 from .errors import LocalErrorCode, SealpostError
 from .store import StoredMessage
 
@@ -88,6 +125,7 @@ __all__ = [
     "IdentityChanged",
     "LocalErrorCode",
     "MessageReceived",
+    "MessageStatusChanged",
     "SealpostError",
     "StoredMessage",
     "UndecryptableMessage",

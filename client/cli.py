@@ -2,9 +2,17 @@
 
     sealpost [--home DIR] [--server URL] register USERNAME [--password PW]
     sealpost send USERNAME TEXT...
-    sealpost receive [--wait SECONDS] [--json]
+    sealpost receive [--wait SECONDS] [--json] [--no-receipts]
+    sealpost read USERNAME
+    sealpost receipts [on|off]
     sealpost safety-number USERNAME [--qr]
     sealpost trust USERNAME [--verified]
+
+``receive`` prints messages and, as their recipients' receipts arrive, the status changes
+of messages sent from this home (``--json``: ``{"type": "status", "peer", "message_id",
+"status"}``). It sends a delivered receipt for each message received, unless
+``--no-receipts`` or ``sealpost receipts off`` (stored in the home) says not to; ``read``
+marks a conversation read and sends the read receipt.
 
 The home (default ``~/.sealpost``, or ``$SEALPOST_HOME``) remembers the server and the
 device's credentials after ``register``; ``--server`` on a later command overrides the
@@ -29,7 +37,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .core import Client, Event, IdentityChanged, MessageReceived, UndecryptableMessage
+from .core import (
+    Client,
+    Event,
+    IdentityChanged,
+    MessageReceived,
+    MessageStatusChanged,
+    UndecryptableMessage,
+)
 from .errors import LocalErrorCode, SealpostError
 from .store import store_path
 
@@ -120,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="after the queued messages, stop once SECONDS pass without one (default 0)",
     )
     receive.add_argument("--json", action="store_true", help="one JSON object per line")
+    receive.add_argument(
+        "--no-receipts",
+        action="store_true",
+        help="send no delivered receipts this time (see also 'sealpost receipts off')",
+    )
+
+    read = commands.add_parser(
+        "read", help="mark the messages from someone read (and send a read receipt)"
+    )
+    read.add_argument("username", metavar="USERNAME")
+
+    receipts = commands.add_parser(
+        "receipts", help="show, or turn on or off, sending delivered and read receipts"
+    )
+    receipts.add_argument("state", metavar="on|off", nargs="?", choices=("on", "off"))
 
     safety = commands.add_parser("safety-number", help="show the safety number with someone")
     safety.add_argument("username", metavar="USERNAME")
@@ -131,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--verified", action="store_true", help="record that you compared safety numbers"
     )
 
-    for sub in (register, send, receive, safety, trust):
+    for sub in (register, send, receive, read, receipts, safety, trust):
         add_globals(sub, argparse.SUPPRESS)
     return parser
 
@@ -188,6 +218,13 @@ def event_json(event: Event) -> dict[str, Any]:
                 "server_time": iso_ms(event.server_time_ms),
                 "server_time_ms": event.server_time_ms,
             }
+        case MessageStatusChanged():
+            return {
+                "type": "status",
+                "peer": event.peer,
+                "message_id": event.message_id,
+                "status": event.status,
+            }
 
 
 def event_line(event: Event) -> str:
@@ -205,6 +242,8 @@ def event_line(event: Event) -> str:
                 f"number with {event.username} has changed; compare it with 'sealpost "
                 f"safety-number {event.username}', then run 'sealpost trust {event.username}')"
             )
+        case MessageStatusChanged():
+            return f"{event.peer}: (message {event.message_id} {event.status})"
 
 
 def print_error(code: str, message: str) -> None:
@@ -274,11 +313,29 @@ async def _send(args: argparse.Namespace) -> int:
 
 async def _receive(args: argparse.Namespace) -> int:
     async with _registered_client(args) as client:
+        if args.no_receipts:
+            client.send_receipts = False
         async for event in client.receive(wait=args.wait):
             if args.json:
                 print(json.dumps(event_json(event), ensure_ascii=False), flush=True)
             else:
                 print(event_line(event), flush=True)
+    return EXIT_OK
+
+
+async def _read(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        count = await client.mark_read(args.username)
+        name = args.username.strip().lower()
+        print(f"marked {count} message{'' if count == 1 else 's'} from {name} read")
+    return EXIT_OK
+
+
+async def _receipts(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        if args.state is not None:
+            client.set_receipts(args.state == "on")
+        print(f"receipts are {'on' if client.receipts else 'off'}")
     return EXIT_OK
 
 
@@ -306,6 +363,8 @@ COMMANDS = {
     "register": _register,
     "send": _send,
     "receive": _receive,
+    "read": _read,
+    "receipts": _receipts,
     "safety-number": _safety_number,
     "trust": _trust,
 }

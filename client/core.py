@@ -18,11 +18,31 @@ The rules this module keeps (the reasons are in the methods):
   in Signal) and emits ``IdentityChanged``; sending to it is refused with
   UNTRUSTED_IDENTITY until the user calls ``trust()``.
 * Events reach the application only after their transaction has committed.
+* (sender, sent_at) names one message. Every message this device encrypts (texts and
+  receipts) gets a sent_at of ``max(now, last + 1)``, remembered in the store.
+* Receipts ride on the same rails as texts and never hold texts up. A received text from
+  another account owes its sender a DELIVERED receipt, written to ``pending_receipts`` in
+  the text's own transaction (so a crash cannot lose it) and sent only after the ACK. A
+  background task sends what is owed, per sender and in batches of up to 100, whenever
+  the push queue is momentarily empty or a sender is owed 100, and ``receive()`` waits
+  for it (a bounded time) before it returns; ``connect()`` sends what an earlier run left
+  behind. A receipt send uses the device list and sessions we already have (the relay's
+  DEVICE_MISMATCH corrects them), goes through the outbox like a text, and is never
+  copied to our own other devices. None is sent for a receipt, or for a message from our
+  own account.
+* An incoming receipt moves our outgoing texts to that peer forward only (sent ->
+  delivered -> read; OUTGOING_RANK in the store) and yields ``MessageStatusChanged``; it
+  is never stored as a message. A sent_at we do not know changes nothing.
+* Forward compatibility: content of a type (or receipt kind) this client does not know is
+  a newer client's, not damage. Its session state is kept, nothing is stored, nothing is
+  yielded, it is logged at debug level and acknowledged. (Storing it as undecryptable
+  would flood the history with entries for, say, typing indicators.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -36,7 +56,15 @@ from typing import Self
 import httpx
 
 from protocol import primitives as p
-from protocol.content import Text, decode_content, encode_content
+from protocol.content import (
+    MAX_RECEIPT_ITEMS,
+    Content,
+    Receipt,
+    ReceiptKind,
+    Text,
+    decode_content,
+    encode_content,
+)
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import (
     Deliver,
@@ -67,12 +95,18 @@ from protocol.session import Decrypted, SessionRecord
 from .api import Api, DeviceUpload, normalize_server_url
 from .errors import LocalErrorCode, SealpostError
 from .store import (
+    RECEIPT_DELIVERED,
+    RECEIPT_READ,
+    STATUS_DELIVERED,
     STATUS_FAILED,
+    STATUS_READ,
     STATUS_SENT,
     Config,
     Identity,
     IdentityCheck,
     OutboxEntry,
+    PendingReceipt,
+    StatusChange,
     Store,
     StoredMessage,
 )
@@ -85,6 +119,8 @@ DEFAULT_DEVICE_NAME = "Python client"
 PREKEY_BATCH = MAX_PREKEYS_PER_UPLOAD  # 100 of each kind at sign-up and per top-up
 MAX_MISMATCH_ROUNDS = 3
 SIGNED_PREKEY_MAX_AGE_MS = 7 * 24 * 3600 * 1000  # rotated on connect once this old
+RECEIPT_SETTLE_TIMEOUT = 10.0  # how long receive() and mark_read() wait for receipts to go
+RECEIPT_STATUS = {ReceiptKind.DELIVERED: STATUS_DELIVERED, ReceiptKind.READ: STATUS_READ}
 
 
 # --- events -----------------------------------------------------------------------------
@@ -127,7 +163,18 @@ class IdentityChanged:
     server_time_ms: int
 
 
-Event = MessageReceived | UndecryptableMessage | IdentityChanged
+@dataclass(frozen=True, slots=True)
+class MessageStatusChanged:
+    """A receipt from ``peer`` moved our message ``message_id`` (see ``messages()``) to
+    ``status``: "delivered" (it reached one of their devices) or "read". Statuses only
+    move forward, so a message goes sent -> delivered -> read, or straight to read."""
+
+    peer: str
+    message_id: int
+    status: str
+
+
+Event = MessageReceived | UndecryptableMessage | IdentityChanged | MessageStatusChanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +193,12 @@ class Client:
     """An end-to-end encrypted messaging device whose state lives in ``home``.
 
     ``server_url`` overrides the stored server URL for this object's lifetime (the same
-    server under another name). ``http_transport``, ``ws_connector``, ``backoff``,
-    ``ping_interval``, ``clock`` and ``rng`` exist for tests (an in-memory server, fast
-    reconnects, fixed clocks); the defaults talk to the network. Use it as
-    ``async with Client(home) as client: ...``.
+    server under another name). ``send_receipts=False`` (also the public attribute of
+    that name) sends no receipts from this object, whatever the stored ``receipts``
+    setting says; incoming receipts are still processed. ``http_transport``,
+    ``ws_connector``, ``backoff``, ``ping_interval``, ``clock`` and ``rng`` exist for tests
+    (an in-memory server, fast reconnects, fixed clocks); the defaults talk to the network.
+    Use it as ``async with Client(home) as client: ...``.
     """
 
     def __init__(
@@ -163,6 +212,7 @@ class Client:
         server_url: str | None = None,
         clock: Callable[[], float] = time.time,
         rng: Rng = p.random_bytes,
+        send_receipts: bool = True,
     ) -> None:
         self.home = Path(home).expanduser()
         self._server_url = None if server_url is None else normalize_server_url(server_url)
@@ -179,6 +229,11 @@ class Client:
         self._send_lock = asyncio.Lock()
         self._set_up = False  # prekeys looked after and outbox flushed on this connection
         self._closed = False
+        self.send_receipts = send_receipts
+        self._receipt_task: asyncio.Task[None] | None = None
+        self._receipts_again = False  # more became due while the task was running
+        self._receipts_owed = False  # pending receipts written since the task last looked
+        self._owed_counts: dict[str, int] = {}  # per sender, since the task last looked
 
     # --- who we are ---------------------------------------------------------------------
 
@@ -215,6 +270,24 @@ class Client:
         """The relay connection, once ``connect()`` has made it."""
         return self._transport
 
+    @property
+    def receipts(self) -> bool:
+        """The stored ``receipts`` setting (default on); see ``set_receipts()``."""
+        return self.store.receipts_enabled()
+
+    def set_receipts(self, enabled: bool) -> None:
+        """Store whether this device sends delivered and read receipts. Turning them off
+        also drops the ones owed and not yet sent. Incoming receipts are always processed."""
+        self.store.set_receipts_enabled(enabled)
+        if not enabled:
+            self._receipts_owed = False
+            self._owed_counts.clear()
+
+    @property
+    def sending_receipts(self) -> bool:
+        """Whether receipts go out: the ``send_receipts`` attribute and the stored setting."""
+        return self.send_receipts and self.store.receipts_enabled()
+
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
@@ -237,6 +310,12 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        task = self._receipt_task
+        if task is not None and not task.done():
+            # Whatever it had not finished stays owed (or in the outbox) for the next run.
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._transport is not None:
             await self._transport.close()
         if self._api is not None:
@@ -343,6 +422,9 @@ class Client:
                     log.warning("prekey maintenance failed: %s", exc)
                 await self._flush_outbox()
                 self._set_up = True
+                if self.store.pending_receipt_counts():  # left behind by an earlier run
+                    self._receipts_owed = True
+                    self._schedule_receipts()
 
     async def _flush_outbox(self) -> None:
         async with self._send_lock:
@@ -350,9 +432,8 @@ class Client:
                 try:
                     await self._dispatch(entry)
                 except SealpostError as exc:
-                    log.warning(
-                        "message %d to %s failed: %s", entry.message_id, entry.recipient, exc
-                    )
+                    what = entry.message_id or "(a receipt)"
+                    log.warning("message %s to %s failed: %s", what, entry.recipient, exc)
 
     # --- sending ------------------------------------------------------------------------
 
@@ -375,7 +456,7 @@ class Client:
         config = self.config
         await self.connect()
         async with self._send_lock:
-            sent_at_ms = self._now_ms()
+            sent_at_ms = self.store.next_sent_at(self._now_ms())
             try:
                 content = encode_content(Text(text, sent_at_ms), hide_length=True)
             except ProtocolError as exc:
@@ -440,7 +521,7 @@ class Client:
                 case SendOk():
                     with self.store.transaction():
                         self.store.delete_outbox(entry.id)
-                        if primary:
+                        if primary and entry.message_id is not None:
                             self.store.set_message_status(
                                 entry.message_id, STATUS_SENT, reply.server_time_ms
                             )
@@ -478,14 +559,16 @@ class Client:
 
     def _is_primary(self, entry: OutboxEntry) -> bool:
         """Whether this entry is the send to the conversation partner (not the copy for
-        our own other devices)."""
+        our own other devices, nor a receipt, which has no message)."""
+        if entry.message_id is None:
+            return False
         message = self.store.message(entry.message_id)
         return message is not None and message.peer == entry.recipient
 
     def _give_up(self, entry: OutboxEntry, primary: bool) -> None:
         with self.store.transaction():
             self.store.delete_outbox(entry.id)
-            if primary:
+            if primary and entry.message_id is not None:
                 self.store.set_message_status(entry.message_id, STATUS_FAILED)
 
     async def _correct_devices(
@@ -674,6 +757,8 @@ class Client:
         Stops once the server has sent QUEUE_EMPTY (everything queued while we were away
         has been handled) and then ``wait`` seconds pass without a frame; ``wait=None``
         never stops. Each envelope is stored and acknowledged before its event is yielded.
+        Before it stops, it waits (at most RECEIPT_SETTLE_TIMEOUT) for the receipts owed
+        to be sent; what is not sent by then stays owed and goes out on a later run.
         """
         await self.connect()
         transport = self._relay()
@@ -684,18 +769,19 @@ class Client:
             drained = drained or transport.backlog_delivered
             push = await transport.poll_push(wait if drained else None)
             if push is None:
-                return
+                break
             for event in await self.handle_push(push):
                 yield event
+        await self._settle_receipts()
 
     async def handle_push(self, push: Push) -> list[Event]:
         """Process one pushed frame (what ``receive()`` does per frame)."""
+        events: list[Event] = []
         match push:
             case Deliver():
                 events = self._process_deliver(push)
                 if push.seq != 0:  # seq 0: an ephemeral envelope, never stored, never acked
                     await self._relay().ack([push.seq])
-                return events
             case Notice() if push.kind == NoticeKind.PREKEYS_LOW:
                 try:
                     await self._top_up_prekeys(force=True)
@@ -705,7 +791,8 @@ class Client:
                 log.info("ignoring notice of unknown kind %d", push.kind)
             case QueueEmpty():
                 pass
-        return []
+        self._receipts_due()
+        return events
 
     def _process_deliver(self, frame: Deliver) -> list[Event]:
         """Decrypt, store and commit one envelope; the ACK follows.
@@ -737,17 +824,18 @@ class Client:
             log.info("undecryptable envelope %d from %s: %s", frame.seq, sender, exc.code.slug)
             return self._store_undecryptable(frame, exc.code, now)
 
-        content_error: ErrorCode | None = None
-        text = ""
-        sent_at_ms = 0
+        content: Content | None = None
+        content_error = ErrorCode.INTERNAL
         try:
             content = decode_content(result.plaintext)
-            text, sent_at_ms = content.body, content.sent_at_ms
         except ProtocolError as exc:
             content_error = exc.code
+        own_account = sender == self.username
+        owe_receipt = isinstance(content, Text) and not own_account and self.sending_receipts
 
         check = IdentityCheck.SAME
-        message_id: int | None
+        message_id: int | None = None
+        changes: list[StatusChange] = []
         with self.store.transaction():
             if result.sender_certificate is not None and result.sender_account_key is not None:
                 check = self.store.observe_identity(sender, result.sender_account_key, now)
@@ -757,24 +845,61 @@ class Client:
                 self.store.delete_one_time_prekeys([result.consumed_one_time_prekey_id])
             if result.consumed_kem_prekey_id is not None:
                 self.store.delete_kem_prekeys([result.consumed_kem_prekey_id])
-            if content_error is None:
-                message_id = self.store.add_incoming_text(
-                    sender, device, text, sent_at_ms, frame.server_time_ms, now, frame.seq
-                )
-            else:
-                message_id = self.store.add_undecryptable(
-                    sender, device, content_error, frame.server_time_ms, now, frame.seq
-                )
+            match content:
+                case Text():
+                    message_id = self.store.add_incoming_text(
+                        sender,
+                        device,
+                        content.body,
+                        content.sent_at_ms,
+                        frame.server_time_ms,
+                        now,
+                        frame.seq,
+                    )
+                    if owe_receipt:  # in this transaction: a crash cannot lose it
+                        self.store.add_pending_receipts(
+                            sender, RECEIPT_DELIVERED, [content.sent_at_ms], now
+                        )
+                case Receipt() if own_account:
+                    log.debug("ignoring a receipt from our own device %d", device)
+                case Receipt():
+                    changes = self.store.apply_receipt(
+                        sender, RECEIPT_STATUS[content.kind], content.message_sent_at_ms
+                    )
+                case None if content_error is ErrorCode.UNKNOWN_TYPE:
+                    log.debug(
+                        "envelope %d from %s device %d: content this client does not know; "
+                        "acknowledged, not stored",
+                        frame.seq,
+                        sender,
+                        device,
+                    )
+                case None:
+                    message_id = self.store.add_undecryptable(
+                        sender, device, content_error, frame.server_time_ms, now, frame.seq
+                    )
 
         events: list[Event] = []
         if check is IdentityCheck.CHANGED:
             events.append(IdentityChanged(sender, device, frame.server_time_ms))
+        events.extend(
+            MessageStatusChanged(sender, change.message_id, change.status) for change in changes
+        )
         if message_id is None:
             return events
-        if content_error is None:
+        if isinstance(content, Text):
+            if owe_receipt:
+                self._receipts_owed = True
+                self._owed_counts[sender] = self._owed_counts.get(sender, 0) + 1
             events.append(
                 MessageReceived(
-                    sender, device, text, sent_at_ms, frame.server_time_ms, frame.seq, message_id
+                    sender,
+                    device,
+                    content.body,
+                    content.sent_at_ms,
+                    frame.server_time_ms,
+                    frame.seq,
+                    message_id,
                 )
             )
         else:
@@ -816,6 +941,160 @@ class Client:
                 frame.sender, frame.sender_device, code, frame.server_time_ms, frame.seq, message_id
             )
         ]
+
+    # --- receipts -----------------------------------------------------------------------
+
+    async def mark_read(self, username: str) -> int:
+        """Mark every unread incoming message from ``username`` read, and send them one
+        READ receipt (per 100 messages) unless receipts are off. Returns how many messages
+        were marked.
+
+        The local change and the receipts owed commit together first; then this waits (at
+        most RECEIPT_SETTLE_TIMEOUT) for the receipts to go out. A receipt that cannot be
+        sent now stays owed and goes out on a later run, so only a failure to connect is
+        raised.
+        """
+        username = _normalize(username)
+        # No receipts to our own account: those are copies of what our other devices sent.
+        owe = username != self.username and self.sending_receipts
+        with self.store.transaction():
+            marked = self.store.mark_read(username)
+            sent_at = [sent_at for _, sent_at in marked if sent_at is not None]
+            if owe and sent_at:
+                self.store.add_pending_receipts(username, RECEIPT_READ, sent_at, self._now_ms())
+        if owe and sent_at:
+            self._receipts_owed = True
+            await self.connect()
+            await self._settle_receipts()
+        return len(marked)
+
+    def _receipts_due(self) -> None:
+        """After each push: start sending the receipts owed once the push queue is
+        momentarily empty (a burst is over), or at once when a sender is owed a full
+        receipt's worth."""
+        if not self._receipts_owed:
+            return
+        transport = self._transport
+        idle = transport is None or transport.queued_pushes == 0
+        if idle or max(self._owed_counts.values(), default=0) >= MAX_RECEIPT_ITEMS:
+            self._schedule_receipts()
+
+    def _schedule_receipts(self) -> None:
+        """Start the background task that sends what ``pending_receipts`` holds, or have
+        the running one go round once more (it may have read the table already)."""
+        if self._closed:
+            return
+        self._receipts_owed = False
+        self._owed_counts.clear()
+        task = self._receipt_task
+        if task is not None and not task.done():
+            self._receipts_again = True
+            return
+        self._receipts_again = False
+        self._receipt_task = asyncio.create_task(self._receipt_loop(), name="sealpost-receipts")
+
+    async def _receipt_loop(self) -> None:
+        while True:
+            self._receipts_again = False
+            try:
+                await self._flush_receipts()
+            except SealpostError as exc:  # e.g. the transport closed for good
+                log.info("receipts not sent: %s", exc)
+                return
+            except Exception:  # a bug: report it, and keep receiving
+                log.exception("sending receipts failed")
+                return
+            if not self._receipts_again:
+                return
+
+    async def _settle_receipts(self) -> None:
+        """Have everything owed sent (including what waited for a trust() or a server
+        that was away), waiting at most RECEIPT_SETTLE_TIMEOUT. Never raises: what is
+        not sent stays owed, or in the outbox."""
+        if self._receipts_owed or self.store.pending_receipt_counts():
+            self._schedule_receipts()
+        task = self._receipt_task
+        if task is None or task.done():
+            return
+        # asyncio.wait neither cancels the task on timeout nor raises if close() cancels it.
+        done, _ = await asyncio.wait({task}, timeout=RECEIPT_SETTLE_TIMEOUT)
+        if not done:
+            log.info("receipts still on their way after %.0f s", RECEIPT_SETTLE_TIMEOUT)
+
+    async def _flush_receipts(self) -> None:
+        """Send every receipt owed: per peer, one message per kind and 100 messages named.
+
+        Receipts to a peer whose identity key changed wait until ``trust()``. A failure
+        that may pass (no connection, a server error) keeps them owed; a refusal that will
+        not (the account is gone) drops them.
+        """
+        if not self.sending_receipts:
+            return  # held, not dropped: off for this object only (set_receipts drops them)
+        # Not under _send_lock: that lock keeps texts in order, and a receipt waiting for
+        # its SEND_OK must not hold a text up. Only this task sends receipts, and sessions
+        # are read, advanced and written synchronously, so sharing them with a concurrent
+        # send_text() is safe (at worst both start a session with a new device; the older
+        # one is archived and still decrypts).
+        by_peer: dict[str, list[PendingReceipt]] = {}
+        for receipt in self.store.pending_receipts():
+            by_peer.setdefault(receipt.peer, []).append(receipt)
+        for peer, receipts in by_peer.items():
+            identity = self.store.identity(peer)
+            if identity is not None and identity.changed:
+                log.info("receipts to %s wait until their new key is trusted", peer)
+                continue
+            try:
+                await self._send_receipts(peer, receipts)
+            except SealpostError as exc:
+                if _receipts_may_wait(exc):
+                    log.info("receipts to %s stay owed: %s", peer, exc)
+                else:
+                    dropped = self.store.discard_pending_receipts(peer)
+                    log.warning("dropped %d receipts to %s: %s", dropped, peer, exc)
+
+    async def _send_receipts(self, peer: str, receipts: list[PendingReceipt]) -> None:
+        """Encrypt and send ``receipts`` (all owed to ``peer``) to ``peer``'s devices only.
+
+        The device list is the one we know (the relay corrects it with DEVICE_MISMATCH, as
+        for any send); only an account we know no device of is looked up first. Each
+        receipt commits with its sessions, its outbox entry and the deletion of the rows
+        it covers in one transaction, so it is encrypted exactly once.
+        """
+        certificates = {
+            device_id: device.certificate
+            for device_id, device in self.store.peer_devices(peer).items()
+        }
+        if not certificates:
+            certificates = await self._fetch_devices(peer)
+        if not certificates:
+            raise SealpostError(ErrorCode.UNKNOWN_DEVICE, f"{peer} has no devices")
+        bundles = await self._claim_bundles(peer, certificates)
+        batches: list[tuple[ReceiptKind, list[PendingReceipt]]] = []
+        for kind in (ReceiptKind.DELIVERED, ReceiptKind.READ):
+            of_kind = [receipt for receipt in receipts if receipt.kind == kind]
+            for start in range(0, len(of_kind), MAX_RECEIPT_ITEMS):
+                batches.append((kind, of_kind[start : start + MAX_RECEIPT_ITEMS]))
+        for kind, batch in batches:
+            now = self._now_ms()
+            with self.store.transaction():
+                taken = self.store.take_pending_receipts(receipt.id for receipt in batch)
+                if not taken:  # another process on this home sent them
+                    continue
+                receipt = Receipt(
+                    kind,
+                    tuple(item.message_sent_at_ms for item in taken),
+                    self.store.next_sent_at(now),
+                )
+                content = encode_content(receipt, hide_length=True)
+                target = _Target(peer, certificates, bundles)
+                messages = self._encrypt_for(target, content, now)
+                frame = Send(0, peer, tuple(messages.values()))
+                entry_id = self.store.add_outbox(None, peer, content, frame, now)
+            bundles = {}  # the sessions exist now: a bundle is used once
+            entry = self.store.outbox_entry(entry_id)
+            if entry is not None:
+                await self._dispatch(entry)
+            log.debug("sent a %s receipt for %d messages to %s", kind.name, len(taken), peer)
 
     # --- prekeys ------------------------------------------------------------------------
 
@@ -931,6 +1210,8 @@ class Client:
                 f"no identity key on record for {username}; send to them or look up "
                 "the safety number first",
             )
+        if self.store.pending_receipts(username):  # held while the key was not trusted
+            self._receipts_owed = True
 
     # --- history ------------------------------------------------------------------------
 
@@ -944,6 +1225,16 @@ def _normalize(username: str) -> str:
         return normalize_username(username)
     except ProtocolError as exc:
         raise SealpostError.from_protocol(exc) from None
+
+
+def _receipts_may_wait(exc: SealpostError) -> bool:
+    """Whether receipts that failed with ``exc`` should stay owed (it may pass) rather
+    than be dropped (the server refused for good: an account or device that is gone)."""
+    if exc.code in (ErrorCode.RATE_LIMITED, ErrorCode.SERVER_BUSY, ErrorCode.QUEUE_FULL):
+        return True
+    if exc.code in (ErrorCode.UNKNOWN_ACCOUNT, ErrorCode.UNKNOWN_DEVICE):
+        return False
+    return not _refused(exc)
 
 
 def _refused(exc: SealpostError) -> bool:

@@ -9,6 +9,13 @@ transaction *before* the envelope is acknowledged, so a crash at any point eithe
 the envelope unacknowledged with nothing written (the server delivers it again) or fully
 stored (the repeat is then a DUPLICATE_MESSAGE and dropped).
 
+Receipts (protocol.content.Receipt) are never messages here. An incoming one only moves
+the status of our outgoing messages forward; an outgoing one is first a row of
+``pending_receipts``, written in the same transaction as the message it acknowledges (or
+as ``mark_read``), and becomes an outbox entry without a message (``message_id`` NULL) in
+the transaction that encrypts it, which also deletes the pending rows. So a receipt is
+never lost and never encrypted twice, whatever crashes in between.
+
 What it never deletes early: a signed prekey or last-resort KEM prekey that was replaced
 by a rotation stays for ``RETIRED_PREKEY_TTL_MS`` (7 days), because a sender may have
 claimed the old bundle just before the rotation and its PreKeyMessage may still be queued.
@@ -55,13 +62,29 @@ Direction = Literal["in", "out"]
 MessageKind = Literal["text", "undecryptable"]
 KeyKind = Literal["signed", "one_time", "kem"]
 
-# Outgoing: pending (in the outbox) -> sent (SEND_OK) or failed (a final ERROR).
-# Incoming: received. ("delivered" needs delivery receipts, which the content format
-# does not have yet.)
+# Outgoing: pending (in the outbox) -> sent (SEND_OK) or failed (a final ERROR), then
+# delivered and read as the recipient's receipts arrive. Receipts only ever move a message
+# forward (OUTGOING_RANK): a late SEND_OK or a delivered receipt after a read one changes
+# nothing. failed ranks with pending: a receipt proves the message arrived after all (its
+# SEND_OK was lost, and the retry was refused).
+# Incoming: received (unread) -> read (mark_read).
 STATUS_PENDING = "pending"
 STATUS_SENT = "sent"
 STATUS_FAILED = "failed"
+STATUS_DELIVERED = "delivered"
+STATUS_READ = "read"
 STATUS_RECEIVED = "received"
+OUTGOING_RANK = {
+    STATUS_PENDING: 0,
+    STATUS_FAILED: 0,
+    STATUS_SENT: 1,
+    STATUS_DELIVERED: 2,
+    STATUS_READ: 3,
+}
+
+# protocol.content.ReceiptKind values, as stored in pending_receipts.kind.
+RECEIPT_DELIVERED = 1
+RECEIPT_READ = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE config (
@@ -171,8 +194,44 @@ CREATE TABLE outbox_payloads (
 ) STRICT;
 """
 
+# Receipts. The outbox also carries receipts, which are no message: message_id becomes
+# nullable, which SQLite can only do by rebuilding the table (the runner turns foreign keys
+# off around each step, so dropping the old table cascades nothing, and checks them before
+# committing). The AUTOINCREMENT counter is carried over so that ids are never reused.
+_SCHEMA_V2 = """
+CREATE TABLE outbox_v2 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id INTEGER REFERENCES messages (id),  -- NULL: a receipt
+    recipient TEXT NOT NULL,
+    flags INTEGER NOT NULL DEFAULT 0,
+    content BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) STRICT;
+INSERT INTO outbox_v2 (id, message_id, recipient, flags, content, created_at_ms)
+    SELECT id, message_id, recipient, flags, content, created_at_ms FROM outbox;
+DELETE FROM sqlite_sequence WHERE name = 'outbox_v2';
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'outbox_v2', seq FROM sqlite_sequence WHERE name = 'outbox';
+DROP TABLE outbox;
+ALTER TABLE outbox_v2 RENAME TO outbox;
+
+-- Receipts owed but not yet encrypted: one row per acknowledged message and kind (1
+-- delivered, 2 read), by the acknowledged message's sender and sent_at.
+CREATE TABLE pending_receipts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer TEXT NOT NULL,
+    kind INTEGER NOT NULL CHECK (kind IN (1, 2)),
+    message_sent_at_ms INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    UNIQUE (peer, kind, message_sent_at_ms)
+) STRICT;
+
+-- A receipt names messages by (peer, sent_at); mark_read looks up a peer's messages.
+CREATE INDEX messages_peer_sent_at ON messages (peer, sent_at_ms);
+"""
+
 # Index i upgrades a file from user_version i to i + 1. Append; never edit a shipped step.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _NEXT_ID_KEYS: dict[KeyKind, str] = {
@@ -234,11 +293,25 @@ class StoredMessage:
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     id: int
-    message_id: int
+    message_id: int | None  # None: a receipt
     recipient: str
     content: bytes
     frame: Send
     created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReceipt:
+    id: int
+    peer: str
+    kind: int  # RECEIPT_DELIVERED or RECEIPT_READ
+    message_sent_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    message_id: int
+    status: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,16 +416,30 @@ class Store:
                 f"{self.path} has schema version {version}; this client knows up to "
                 f"{SCHEMA_VERSION} (upgrade the client)",
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            script = MIGRATIONS[target - 1]
-            try:
-                self._db.executescript(
-                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;"
-                )
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        if version == SCHEMA_VERSION:
+            return
+        # A step may rebuild a table that others reference; with foreign keys on, dropping
+        # the old table would cascade. (The pragma is a no-op inside a transaction.)
+        self._db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                script = MIGRATIONS[target - 1]
+                try:
+                    self._db.executescript(f"BEGIN IMMEDIATE;\n{script}")
+                    if problems := self._db.execute("PRAGMA foreign_key_check").fetchall():
+                        raise SealpostError(
+                            LocalErrorCode.STORAGE,
+                            f"{self.path}: migration to version {target} broke foreign keys: "
+                            f"{problems[:5]}",
+                        )
+                    self._db.execute(f"PRAGMA user_version = {target}")
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+        finally:
+            self._db.execute("PRAGMA foreign_keys = ON")
 
     # --- configuration and own keys -----------------------------------------------------
 
@@ -437,6 +524,28 @@ class Store:
             ids = [(first - 1 + offset) % MAX_KEY_ID + 1 for offset in range(count)]
             self._set(_NEXT_ID_KEYS[kind], str(ids[-1] % MAX_KEY_ID + 1 if ids else first))
             return ids
+
+    def receipts_enabled(self) -> bool:
+        """The ``receipts`` setting: whether this device sends receipts (default on)."""
+        return self._get("receipts") != "off"
+
+    def set_receipts_enabled(self, enabled: bool) -> None:
+        """Turning receipts off also forgets the ones owed and not yet sent: off means
+        that nothing more goes out, not "later"."""
+        with self.transaction():
+            self._set("receipts", "on" if enabled else "off")
+            if not enabled:
+                self._db.execute("DELETE FROM pending_receipts")
+
+    def next_sent_at(self, now_ms: int) -> int:
+        """The sent_at for the next message this device encrypts: ``max(now_ms, last + 1)``,
+        remembered, so that (sender, sent_at) names exactly one message even when the clock
+        stands still or goes back."""
+        with self.transaction():
+            last = int(self._get("last_sent_at_ms") or "0")
+            sent_at = max(now_ms, last + 1)
+            self._set("last_sent_at_ms", str(sent_at))
+            return sent_at
 
     def account_identity(self) -> AccountIdentity:
         row = self._own_keys("account_seed")
@@ -748,12 +857,114 @@ class Store:
     def set_message_status(
         self, message_id: int, status: str, server_time_ms: int | None = None
     ) -> None:
+        """Settle a pending outgoing message as sent or failed. A message that is no longer
+        pending (a receipt got there first) keeps its status; the server time is kept
+        either way."""
         with self.transaction():
             self._db.execute(
-                "UPDATE messages SET status = ?, server_time_ms = coalesce(?, server_time_ms) "
-                "WHERE id = ?",
-                (status, server_time_ms, message_id),
+                "UPDATE messages SET server_time_ms = coalesce(?, server_time_ms), "
+                "status = CASE WHEN status = ? THEN ? ELSE status END WHERE id = ?",
+                (server_time_ms, STATUS_PENDING, status, message_id),
             )
+
+    def apply_receipt(
+        self, peer: str, status: str, sent_at_ms: Iterable[int]
+    ) -> list[StatusChange]:
+        """Move our outgoing texts to ``peer`` with these sent_at forward to ``status``
+        (delivered or read); never backwards. Returns what changed. An unknown sent_at
+        changes nothing."""
+        rank = OUTGOING_RANK[status]
+        lower = [name for name, value in OUTGOING_RANK.items() if value < rank]
+        marks = ", ".join("?" * len(lower))
+        changes: list[StatusChange] = []
+        with self.transaction():
+            for sent_at in dict.fromkeys(sent_at_ms):
+                rows = self._db.execute(
+                    "SELECT id FROM messages WHERE peer = ? AND sent_at_ms = ? "  # noqa: S608
+                    f"AND direction = 'out' AND kind = 'text' AND status IN ({marks}) "
+                    "ORDER BY id",
+                    (peer, sent_at, *lower),
+                ).fetchall()
+                for (message_id,) in rows:
+                    self._db.execute(
+                        "UPDATE messages SET status = ? WHERE id = ?", (status, message_id)
+                    )
+                    changes.append(StatusChange(int(message_id), status))
+        return changes
+
+    def mark_read(self, peer: str) -> list[tuple[int, int | None]]:
+        """Mark every unread incoming message from ``peer`` read. Returns them, oldest
+        first, as (message id, sent_at): sent_at is what a read receipt names, None for an
+        envelope that could not be decrypted (it has none)."""
+        with self.transaction():
+            rows = self._db.execute(
+                "SELECT id, kind, sent_at_ms FROM messages "
+                "WHERE peer = ? AND direction = 'in' AND status = ? ORDER BY id",
+                (peer, STATUS_RECEIVED),
+            ).fetchall()
+            self._db.executemany(
+                "UPDATE messages SET status = ? WHERE id = ?",
+                [(STATUS_READ, row[0]) for row in rows],
+            )
+        return [
+            (int(row[0]), int(row[2]) if row[1] == "text" and row[2] is not None else None)
+            for row in rows
+        ]
+
+    # --- receipts owed --------------------------------------------------------------------
+
+    def add_pending_receipts(
+        self, peer: str, kind: int, sent_at_ms: Iterable[int], now_ms: int
+    ) -> None:
+        """Owe ``peer`` a receipt of ``kind`` for these messages (once per message)."""
+        with self.transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO pending_receipts (peer, kind, message_sent_at_ms, "
+                "created_at_ms) VALUES (?, ?, ?, ?)",
+                [(peer, kind, sent_at, now_ms) for sent_at in sent_at_ms],
+            )
+            if kind == RECEIPT_READ:  # read implies delivered: one receipt is enough
+                self._db.executemany(
+                    "DELETE FROM pending_receipts WHERE peer = ? AND kind = ? "
+                    "AND message_sent_at_ms = ?",
+                    [(peer, RECEIPT_DELIVERED, sent_at) for sent_at in sent_at_ms],
+                )
+
+    def pending_receipts(self, peer: str | None = None) -> list[PendingReceipt]:
+        """Receipts owed, oldest first (only those to ``peer`` if given)."""
+        where, params = ("WHERE peer = ?", (peer,)) if peer is not None else ("", ())
+        rows = self._db.execute(
+            "SELECT id, peer, kind, message_sent_at_ms FROM pending_receipts "  # noqa: S608
+            f"{where} ORDER BY id",
+            params,
+        )
+        return [PendingReceipt(int(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    def pending_receipt_counts(self) -> dict[str, int]:
+        """How many receipts each peer is owed."""
+        rows = self._db.execute("SELECT peer, count(*) FROM pending_receipts GROUP BY peer")
+        return {str(peer): int(count) for peer, count in rows}
+
+    def take_pending_receipts(self, ids: Iterable[int]) -> list[PendingReceipt]:
+        """Delete these pending receipts and return those that were still there (another
+        process on this home may have sent some meanwhile). Call it in the transaction
+        that queues the receipt in the outbox."""
+        taken: list[PendingReceipt] = []
+        with self.transaction():
+            for receipt_id in ids:
+                row = self._db.execute(
+                    "DELETE FROM pending_receipts WHERE id = ? "
+                    "RETURNING id, peer, kind, message_sent_at_ms",
+                    (receipt_id,),
+                ).fetchone()
+                if row is not None:
+                    taken.append(PendingReceipt(int(row[0]), str(row[1]), int(row[2]), int(row[3])))
+        return taken
+
+    def discard_pending_receipts(self, peer: str) -> int:
+        with self.transaction():
+            cursor = self._db.execute("DELETE FROM pending_receipts WHERE peer = ?", (peer,))
+            return int(cursor.rowcount)
 
     def message(self, message_id: int) -> StoredMessage | None:
         rows = self._messages("WHERE id = ?", (message_id,))
@@ -793,9 +1004,10 @@ class Store:
     # --- outbox -------------------------------------------------------------------------
 
     def add_outbox(
-        self, message_id: int, recipient: str, content: bytes, frame: Send, now_ms: int
+        self, message_id: int | None, recipient: str, content: bytes, frame: Send, now_ms: int
     ) -> int:
-        """Queue a send: the frame's recipient, flags and per-device ciphertexts."""
+        """Queue a send: the frame's recipient, flags and per-device ciphertexts.
+        ``message_id`` None: a receipt, which is no message."""
         with self.transaction():
             cursor = self._db.execute(
                 "INSERT INTO outbox (message_id, recipient, flags, content, created_at_ms) "
@@ -855,7 +1067,7 @@ class Store:
         frame = Send(0, recipient, messages, SendFlags(int(str(row[3]))))
         return OutboxEntry(
             id=entry_id,
-            message_id=int(str(row[1])),
+            message_id=None if row[1] is None else int(str(row[1])),
             recipient=recipient,
             content=bytes(row[4]),  # type: ignore[call-overload]
             frame=frame,

@@ -253,6 +253,12 @@ class Transport:
         envelope queued while we were away is then in (or through) the push queue."""
         return self._backlog_delivered
 
+    @property
+    def queued_pushes(self) -> int:
+        """Pushes received and not yet taken by ``next_push()``/``poll_push()``: 0 means the
+        client is momentarily idle (what it batches receipts by)."""
+        return self._pushes.qsize()
+
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:

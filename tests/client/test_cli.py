@@ -14,7 +14,13 @@ import pytest
 
 from client import cli
 from client.cli import event_json, event_line, iso_ms, main
-from client.core import Client, IdentityChanged, MessageReceived, UndecryptableMessage
+from client.core import (
+    Client,
+    IdentityChanged,
+    MessageReceived,
+    MessageStatusChanged,
+    UndecryptableMessage,
+)
 from protocol.errors import ErrorCode
 
 from .fakes import SERVER_URL, FakeServer, make_client
@@ -71,6 +77,8 @@ def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
         ["safety-number"],
         ["register", "alice", "--password", PASSWORD],  # no server anywhere
         ["--home"],
+        ["receipts", "maybe"],
+        ["read"],
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(
@@ -95,7 +103,7 @@ def test_register_without_a_password_and_no_terminal(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
-    for command in ("register", "send", "receive", "safety-number", "trust"):
+    for command in ("register", "send", "receive", "read", "receipts", "safety-number", "trust"):
         assert command in out
 
 
@@ -179,7 +187,9 @@ def test_a_conversation_on_the_command_line(
     run(capsys, "--home", str(bob), "send", "alice", "hi there")
     code, out, err = run(capsys, "--home", str(alice), "receive", "--wait", "0.05")
     assert (code, err) == (0, "")
-    [line] = out.splitlines()
+    # Bob's receive sent a delivered receipt for "hello world" before he wrote back.
+    status, line = out.splitlines()
+    assert status == "bob: (message 1 delivered)"
     assert re.fullmatch(ISO_MS.pattern + r" bob\[1\]: hi there", line)
 
     code, out, _ = run(capsys, "--home", str(alice), "receive")
@@ -229,6 +239,45 @@ def test_an_identity_change_on_the_command_line(
     code, out, _ = run(capsys, "--home", str(alice), "trust", "bob", "--verified")
     assert code == 0 and "bob" in out
     assert run(capsys, "--home", str(alice), "send", "bob", "prove it")[0] == 0
+
+
+def test_receipts_on_the_command_line(
+    capsys: pytest.CaptureFixture[str], server: FakeServer, tmp_path: Path
+) -> None:
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    register(capsys, alice, "alice")
+    register(capsys, bob, "bob")
+    assert run(capsys, "--home", str(bob), "receipts") == (0, "receipts are on\n", "")
+
+    # --no-receipts: this run sends none.
+    assert run(capsys, "--home", str(alice), "send", "bob", "one")[0] == 0
+    code, out, _ = run(capsys, "--home", str(bob), "receive", "--no-receipts")
+    assert code == 0 and out.endswith(": one\n")
+    assert [sender for sender, _ in server.sends] == ["alice"]
+
+    # receipts off: stored, so no run sends any until it is turned on again.
+    assert run(capsys, "--home", str(bob), "receipts", "off") == (0, "receipts are off\n", "")
+    assert run(capsys, "--home", str(alice), "send", "bob", "two")[0] == 0
+    assert run(capsys, "--home", str(bob), "receive")[0] == 0
+    assert run(capsys, "--home", str(bob), "read", "alice") == (
+        0,
+        "marked 2 messages from alice read\n",
+        "",
+    )
+    assert [sender for sender, _ in server.sends] == ["alice", "alice"]
+
+    assert run(capsys, "--home", str(bob), "receipts", "on") == (0, "receipts are on\n", "")
+    assert run(capsys, "--home", str(alice), "send", "bob", "three")[0] == 0
+    assert run(capsys, "--home", str(bob), "receive")[0] == 0  # a delivered receipt
+    assert run(capsys, "--home", str(bob), "read", "alice")[1] == (
+        "marked 1 message from alice read\n"
+    )
+    code, out, err = run(capsys, "--home", str(alice), "receive", "--json")
+    assert (code, err) == (0, "")
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"type": "status", "peer": "bob", "message_id": 3, "status": "delivered"},
+        {"type": "status", "peer": "bob", "message_id": 3, "status": "read"},
+    ]
 
 
 def test_a_stored_server_can_be_overridden(
@@ -283,3 +332,9 @@ def test_human_lines() -> None:
         "1970-01-01T00:00:03.000Z bob[2]: (a message that could not be decrypted: no_session)"
     )
     assert "sealpost trust bob" in event_line(IdentityChanged("bob", 2, 4_000))
+    assert event_line(MessageStatusChanged("bob", 12, "read")) == "bob: (message 12 read)"
+
+
+def test_status_json_shape() -> None:
+    shape = event_json(MessageStatusChanged("bob", 12, "delivered"))
+    assert shape == {"type": "status", "peer": "bob", "message_id": 12, "status": "delivered"}

@@ -131,7 +131,7 @@ async def test_messages_go_both_ways_and_are_acknowledged(
     assert (sent.id, sent.direction, sent.status, sent.text) == (
         message_id,
         "out",
-        "sent",
+        "delivered",  # bob's receipt came in with his reply
         "hello bob",
     )
     assert (received.direction, received.status) == ("in", "received")

@@ -9,13 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from client import store as store_module
 from client.errors import LocalErrorCode, SealpostError
 from client.store import (
+    RECEIPT_DELIVERED,
+    RECEIPT_READ,
     RETIRED_PREKEY_TTL_MS,
     SCHEMA_VERSION,
+    STATUS_FAILED,
     STATUS_SENT,
     Config,
     IdentityCheck,
+    StatusChange,
     Store,
     store_path,
 )
@@ -284,3 +289,91 @@ def test_outbox_keeps_exact_ciphertexts_in_order(store: Store) -> None:
     store.delete_outbox(first)
     assert [e.id for e in store.outbox()] == [second]
     assert store.outbox_entry(first) is None
+
+
+# --- receipts -----------------------------------------------------------------------------
+
+
+def test_version_1_files_migrate_with_their_outbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:  # a file written by the first release
+        patch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+        patch.setattr(store_module, "SCHEMA_VERSION", 1)
+        old = Store.open(tmp_path)
+        assert old.schema_version == 1
+        message_id = old.add_outgoing_text("bob", 1, "queued before the upgrade", 100)
+        frame = Send(0, "bob", (DeviceMessage(1, 7, b"ciphertext"),))
+        kept = old.add_outbox(message_id, "bob", b"content", frame, 5)
+        gone = old.add_outbox(message_id, "bob", b"content", frame, 6)
+        old.delete_outbox(gone)
+        old.close()
+
+    store = Store.open(tmp_path)
+    assert store.schema_version == SCHEMA_VERSION == 2
+    [entry] = store.outbox()
+    assert (entry.id, entry.message_id, entry.frame.messages) == (kept, message_id, frame.messages)
+    receipt = store.add_outbox(None, "alice", b"receipt", frame, 7)
+    assert receipt > gone  # ids are never reused
+    assert store.outbox_entry(receipt) is not None
+    assert store._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    store.delete_outbox(kept)  # the payloads still cascade
+    count = store._db.execute("SELECT count(*) FROM outbox_payloads").fetchone()[0]
+    assert count == 1
+    store.close()
+
+
+def test_sent_at_is_unique_increasing_and_remembered(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    assert [store.next_sent_at(1000) for _ in range(3)] == [1000, 1001, 1002]
+    assert store.next_sent_at(500) == 1003  # the clock went back
+    assert store.next_sent_at(5000) == 5000
+    store.close()
+    assert Store.open(tmp_path).next_sent_at(10) == 5001
+
+
+def test_statuses_only_move_forward(store: Store) -> None:
+    message_id = store.add_outgoing_text("bob", 1, "hi", sent_at_ms=100)
+    other = store.add_outgoing_text("carol", 1, "hi", sent_at_ms=100)
+    incoming = store.add_incoming_text("bob", 1, "hi", 100, 0, 0, seq=1)
+    # The receipt overtook the SEND_OK (lost with its connection, then resent).
+    assert store.apply_receipt("bob", "delivered", [100, 100, 999]) == [
+        StatusChange(message_id, "delivered")
+    ]
+    store.set_message_status(message_id, STATUS_SENT, server_time_ms=42)
+    message = store.message(message_id)
+    assert message is not None and (message.status, message.server_time_ms) == ("delivered", 42)
+    assert store.apply_receipt("bob", "read", [100]) == [StatusChange(message_id, "read")]
+    assert store.apply_receipt("bob", "delivered", [100]) == []
+    assert store.apply_receipt("bob", "read", [100]) == []
+    statuses = {m.id: m.status for m in store.messages()}
+    assert statuses == {message_id: "read", other: "pending", incoming: "received"}
+
+    failed = store.add_outgoing_text("bob", 1, "refused on the retry", sent_at_ms=200)
+    store.set_message_status(failed, STATUS_FAILED)
+    assert store.apply_receipt("bob", "delivered", [200]) == [StatusChange(failed, "delivered")]
+
+
+def test_mark_read_and_the_receipts_owed(store: Store) -> None:
+    text = store.add_incoming_text("bob", 1, "hi", 100, 0, 0, seq=1)
+    bad = store.add_undecryptable("bob", 1, ErrorCode.DECRYPT_FAILED, 0, 0, seq=2)
+    store.add_pending_receipts("bob", RECEIPT_DELIVERED, [100, 100], 0)
+    assert [(r.peer, r.kind, r.message_sent_at_ms) for r in store.pending_receipts()] == [
+        ("bob", RECEIPT_DELIVERED, 100)
+    ]
+    assert store.mark_read("bob") == [(text, 100), (bad, None)]
+    assert store.mark_read("bob") == []
+    assert {m.status for m in store.messages()} == {"read"}
+    store.add_pending_receipts("bob", RECEIPT_READ, [100], 0)  # replaces the delivered one
+    [owed] = store.pending_receipts()
+    assert owed.kind == RECEIPT_READ
+    assert store.pending_receipt_counts() == {"bob": 1}
+    assert store.take_pending_receipts([owed.id, owed.id + 1]) == [owed]
+    assert store.take_pending_receipts([owed.id]) == []
+
+    assert store.receipts_enabled()
+    store.add_pending_receipts("carol", RECEIPT_DELIVERED, [1], 0)
+    store.set_receipts_enabled(False)
+    assert not store.receipts_enabled() and store.pending_receipts() == []
+    store.set_receipts_enabled(True)
+    assert store.receipts_enabled()
