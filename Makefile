@@ -8,11 +8,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Python packages whose code mypy checks without --strict (the Django side).
-DJANGO_CODE := manage.py project keys messaging compliance tests/server
+DJANGO_CODE := manage.py project keys messaging compliance web tests/server tests/e2e tests/harness tests/web \
+	tests/browser/qr_matches.py harness bench
 # client/ joins the strict check once it holds Python files.
 STRICT_CODE := protocol $(if $(wildcard client/*.py),client)
 
-.PHONY: venv js build-js run test test-js lint typecheck vectors bench bench-protocol clean
+.PHONY: venv js build-js browser collectstatic run test test-python test-js test-browser lint typecheck \
+	vectors bench bench-protocol bench-relay bench-scale bench-web clean
 
 venv: $(STAMP)
 
@@ -40,20 +42,46 @@ $(JS_STAMP): package.json package-lock.json
 
 build-js: js
 	npm run --silent build
+	npm run --silent size
 
-run: venv build-js
-	$(BIN)/python manage.py migrate --noinput
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a
+# browser of its own). Installed with apt when missing, which needs root, as CI has.
+CHROMIUM := /usr/bin/chromium
+
+browser:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "error: $(CHROMIUM) is missing and only root can install it: run" \
+			"'apt-get install chromium' as root, then make again" >&2; exit 1; \
+	fi; \
+	echo "installing Chromium with apt"; \
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+		--no-install-recommends chromium
+
+# The hashed, compressed (gzip and Brotli) static files WhiteNoise serves with DEBUG off.
+collectstatic: venv build-js
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+
+run: venv collectstatic
+	$(BIN)/python manage.py migrate --noinput
 	exec $(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
 
+# In this order: the browser tests come last, after the Python tests.
+test: lint typecheck test-js test-python test-browser
+
 # pytest's exit status 5 (no tests collected) fails the target like any other failure.
-test: lint typecheck test-js
+test-python: venv
 	$(BIN)/pytest
 
 # The JavaScript protocol against the same vectors and Wycheproof files, and its types.
 test-js: js
 	npm run --silent typecheck
 	npm test
+
+# The web client in Chromium against real Daphne servers (tests/browser; screenshots go to
+# artifacts/screenshots/).
+test-browser: venv collectstatic browser
+	npm run --silent test:browser
 
 lint: venv
 	$(BIN)/ruff check .
@@ -68,11 +96,34 @@ vectors: venv
 	$(BIN)/python scripts/make_vectors.py
 
 # Figures, not pass/fail: printed as a table (and JSON under var/bench/).
-bench: bench-protocol
+bench: bench-protocol bench-relay bench-web
 
 bench-protocol: venv
 	@mkdir -p var/bench
 	$(BIN)/python -m bench.protocol_figures --json var/bench/protocol.json
+
+# The relay under load (bench/relay_bench.py): a real Daphne on the embedded default
+# (SQLite, in-memory channel layer), 1/20/100 sender-receiver pairs, 2,000 idle
+# connections, prekey claims. About 3 minutes; BENCH_ARGS=--quick for about one.
+bench-relay: venv
+	@mkdir -p var/bench
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/python -m bench.relay_bench \
+		--json var/bench/relay.json $(BENCH_ARGS)
+
+# The same on PostgreSQL and Redis, both running locally. The bench drops and creates
+# the database named here (its name must contain "bench"); Redis database 15 is used.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/sealpost_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+bench-scale: bench-protocol
+	DATABASE_URL=$(BENCH_DATABASE_URL) REDIS_URL=$(BENCH_REDIS_URL) \
+		$(BIN)/python -m bench.relay_bench --json var/bench/relay-scale.json $(BENCH_ARGS)
+
+# The web client over a 2G-like link (harness/netem.py: 50 kbit/s and 300 ms each way):
+# gzipped JavaScript, time to a usable chat page and to a first message sent.
+bench-web: venv collectstatic browser
+	@mkdir -p var/bench
+	node bench/web_2g.mjs --json var/bench/web_2g.json
 
 # Leaves var/sealpost.sqlite3 and var/secret_key alone: they are data, not build output.
 clean:

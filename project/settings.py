@@ -17,7 +17,17 @@ DATABASE_URL       e.g. ``postgres://user:pw@host/db``. Default: SQLite at
                    ``var/sealpost.sqlite3``.
 REDIS_URL          e.g. ``redis://127.0.0.1:6379/0``: use Redis as the channel layer (needed
                    for more than one Daphne process). Default: in-memory layer.
-REGION             the deployment's region (``deploy/regions/<region>.*``). Default ``eu``.
+REGION             the deployment's region (``deploy/regions/<region>.yaml``). Default ``eu``.
+                   Its policy is validated here: an invalid one stops every command
+                   (check, migrate, runserver, Daphne) with one line naming the field.
+POLICY_DIR         where region policies live. Default ``deploy/regions`` (tests use others).
+ENVELOPE_TTL_SECONDS  overrides the policy's undelivered-envelope maximum; must lie within
+                   the policy's [minimum, maximum].
+DEPLOYMENT_SIGNING_KEY  base64 of the 32-byte Ed25519 seed that signs /api/v1/policy.
+                   Required with PRODUCTION=1; otherwise generated once into
+                   ``var/deployment_signing_key`` (mode 0600).
+PURGE_INTERVAL_SECONDS  seconds between runs of the retention purge (1-3600). Default 600.
+PURGE_SCHEDULER    ``auto`` (default: in Daphne and runserver only), ``on`` or ``off``.
 ALLOWED_HOSTS      comma-separated host names. Default: localhost, 127.0.0.1, [::1].
 CSRF_TRUSTED_ORIGINS  comma-separated origins (``https://chat.example``), for a proxy.
 LOG_LEVEL          level of the root logger. Default INFO.
@@ -32,6 +42,9 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
+
+from compliance.policy import PolicyError, default_policy_dir, load_policy, retention_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Everything the server writes by default (database, generated key, collected static
@@ -43,6 +56,30 @@ env = environ.Env()
 DEBUG: bool = env.bool("DEBUG", default=False)
 PRODUCTION: bool = env.bool("PRODUCTION", default=False)
 REGION: str = env.str("REGION", default="eu")
+
+# --- region policy ----------------------------------------------------------------------
+# Loaded and validated before anything else is configured. A bad policy, or an
+# ENVELOPE_TTL_SECONDS outside it, stops the process with one line naming the file and
+# field (SystemExit prints it to stderr, without a traceback): no command, migration or
+# server runs under a policy that breaks the law.
+
+POLICY_DIR = default_policy_dir()
+try:
+    POLICY = load_policy(REGION, POLICY_DIR)
+    _RETENTION = retention_settings(POLICY, os.environ)
+except PolicyError as _error:
+    raise SystemExit(str(_error)) from None
+# The purge (compliance.services.purge_expired) runs this often inside the server, so
+# nothing expired outlives its deadline by more than an hour (DESIGN.md).
+PURGE_INTERVAL_SECONDS: int = env.int("PURGE_INTERVAL_SECONDS", default=600)
+if not 1 <= PURGE_INTERVAL_SECONDS <= 3600:
+    raise SystemExit(
+        f"PURGE_INTERVAL_SECONDS={PURGE_INTERVAL_SECONDS}: must be between 1 and 3600, "
+        "so that nothing expired outlives its deadline by more than an hour"
+    )
+PURGE_SCHEDULER: str = env.str("PURGE_SCHEDULER", default="auto")
+if PURGE_SCHEDULER not in ("auto", "on", "off"):
+    raise SystemExit(f"PURGE_SCHEDULER={PURGE_SCHEDULER!r}: must be auto, on or off")
 
 
 def _embedded_secret_key(path: Path) -> str:
@@ -101,6 +138,24 @@ if PRODUCTION:
     # TLS ends at the load balancer, which must set this header (and strip it from clients).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# The Content-Security-Policy of every response: code, styles and connections from this
+# origin only. No 'unsafe-inline' and no 'unsafe-eval' anywhere: the pages link every script
+# and stylesheet from static/ (templates/base.html), so an injected <script>, style or
+# event-handler attribute never runs. connect-src 'self' covers the same-origin WebSocket
+# (CSP Level 3 matches ws:/wss: to the page's http:/https: origin). img-src allows data:
+# and blob: for images built in the browser, and the API docs' icons.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:", "blob:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+}
+
 # --- applications -----------------------------------------------------------------------
 
 INSTALLED_APPS = [
@@ -119,10 +174,12 @@ INSTALLED_APPS = [
     "keys",
     "messaging",
     "compliance",
+    "web",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -293,7 +350,8 @@ LOGGING = {
 
 # --- Sealpost limits --------------------------------------------------------------------
 # Every limit a client can hit, with the error code it gets (docs/api.md). Signal's
-# figures where it publishes them. The compliance app overrides retention per region.
+# figures where it publishes them. Retention figures come from the region policy
+# (deploy/regions/), never from here.
 
 SEALPOST = {
     # device_limit_reached
@@ -302,7 +360,12 @@ SEALPOST = {
     "MAX_PREKEYS_STORED": 1_000,  # per kind and device: prekey_store_full
     "PREKEY_LOW_WATERMARK": 10,  # below this, the device gets a PREKEYS_LOW notice
     "MAX_QUEUE_PER_DEVICE": env.int("MAX_QUEUE_PER_DEVICE", default=10_000),  # queue_full
-    "ENVELOPE_TTL_SECONDS": env.int("ENVELOPE_TTL_SECONDS", default=30 * 24 * 3600),
+    # The policy's maximums for undelivered envelopes, attachments and idle devices and
+    # accounts (ENVELOPE_TTL_SECONDS may lower the first, within the policy).
+    "ENVELOPE_TTL_SECONDS": _RETENTION.envelope_ttl_seconds,
+    "ATTACHMENT_TTL_SECONDS": _RETENTION.attachment_ttl_seconds,
+    "IDLE_DEVICE_EXPIRY_SECONDS": _RETENTION.idle_device_expiry_seconds,
+    "IDLE_ACCOUNT_EXPIRY_SECONDS": _RETENTION.idle_account_expiry_seconds,
     "DELIVERY_PAGE": 100,  # envelopes read from the queue at a time
     "MAX_UNACKED": 256,  # envelopes in flight to one connection before it must ack
     "WS_FRAMES_PER_SECOND": env.int("WS_FRAMES_PER_SECOND", default=100),  # rate_limited

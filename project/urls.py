@@ -15,4 +15,10 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     # Accounts, sessions, devices and prekeys (docs/api.md); paths have no trailing slash.
     path("api/v1/", include(("keys.api.urls", "keys"))),
+    # The region policy, signed (/api/v1/policy), and the page generated from it
+    # (/transparency).
+    path("api/v1/", include(("compliance.api.urls", "compliance-api"))),
+    path("", include(("compliance.urls", "compliance"))),
+    # The web client's pages: /, /signup, /login, /chat, /security.
+    path("", include("web.urls")),
 ]

@@ -1,0 +1,1 @@
+"""The compliance app's REST API, mounted under /api/v1/."""

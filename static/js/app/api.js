@@ -1,0 +1,272 @@
+// @ts-check
+/**
+ * The REST API of docs/api.md (client/api.py), over `fetch`.
+ *
+ * Binary values are Uint8Arrays here and standard base64 only on the wire (`*_b64`).
+ * Authentication: the device token as `Authorization: Bearer` once the device has one (the
+ * `devices/self/...` endpoints accept nothing else), and in a browser also the session
+ * cookie (`credentials: 'same-origin'`) with the CSRF token from the `csrftoken` cookie on
+ * every unsafe method, which sign-up and the session endpoints check when cookies are
+ * present. Every failure is a ClientError: the server's `{code, message, fields}` keeps its
+ * code, a request that never got an answer is `unreachable`, an answer outside the contract
+ * `bad_response`.
+ */
+
+import { errorCodeFromSlug } from '../protocol/index.js';
+import { ClientError, LocalCode } from './errors.js';
+
+/** @typedef {{deviceId: number, registrationId: number, certificate: Uint8Array}} DeviceEntry */
+/** @typedef {{deviceId: number, registrationId: number, bundle: Uint8Array}} ClaimedBundle */
+/** @typedef {{oneTimePrekeys: number, kemPrekeys: number, lowWatermark: number, maxStored: number}} PreKeyCounts */
+/**
+ * The `device` object of sign-up, as encoded keys.
+ * @typedef {{certificate: Uint8Array, name: string, signedPrekey: Uint8Array,
+ *   lastResortKemPrekey: Uint8Array, oneTimePrekeys: Uint8Array[], kemPrekeys: Uint8Array[]}} DeviceUpload
+ */
+
+const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/** @param {Uint8Array} data */
+export function toBase64(data) {
+  let binary = '';
+  for (let i = 0; i < data.length; i += 0x8000) {
+    binary += String.fromCharCode(...data.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+/** @param {unknown} text */
+export function fromBase64(text) {
+  if (typeof text !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4) {
+    throw badResponse('a *_b64 field is not standard base64');
+  }
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+/** @param {string} message */
+function badResponse(message) {
+  return new ClientError(LocalCode.BAD_RESPONSE, message);
+}
+
+/** @param {string} name */
+function readCookie(name) {
+  const cookies = globalThis.document?.cookie ?? '';
+  for (const part of cookies.split(';')) {
+    const [key, ...value] = part.trim().split('=');
+    if (key === name) return decodeURIComponent(value.join('='));
+  }
+  return null;
+}
+
+/**
+ * @param {any} data
+ * @param {string} key
+ * @param {'string' | 'number' | 'object'} type
+ */
+function field(data, key, type) {
+  const value = data?.[key];
+  if (typeof value !== type || value === null || (type === 'number' && !Number.isInteger(value))) {
+    throw badResponse(`field ${key} is missing or not a${type === 'object' ? 'n' : ''} ${type}`);
+  }
+  return value;
+}
+
+/** @param {DeviceUpload} d */
+function deviceBody(d) {
+  return {
+    certificate_b64: toBase64(d.certificate),
+    name: d.name,
+    signed_prekey_b64: toBase64(d.signedPrekey),
+    last_resort_kem_prekey_b64: toBase64(d.lastResortKemPrekey),
+    one_time_prekeys_b64: d.oneTimePrekeys.map(toBase64),
+    kem_prekeys_b64: d.kemPrekeys.map(toBase64),
+  };
+}
+
+/** @param {any} data @returns {PreKeyCounts} */
+function counts(data) {
+  return {
+    oneTimePrekeys: field(data, 'one_time_prekeys', 'number'),
+    kemPrekeys: field(data, 'kem_prekeys', 'number'),
+    lowWatermark: field(data, 'low_watermark', 'number'),
+    maxStored: field(data, 'max_stored', 'number'),
+  };
+}
+
+export class Api {
+  /**
+   * @param {{baseUrl: string, token?: string | null, fetch?: typeof globalThis.fetch}} options
+   * `fetch` is for tests (Node has no cookie jar; they authenticate with the token).
+   */
+  constructor({ baseUrl, token = null, fetch = globalThis.fetch.bind(globalThis) }) {
+    this.baseUrl = baseUrl.replace(/\/+$/, '');
+    /** @type {string | null} */
+    this.token = token;
+    this._fetch = fetch;
+  }
+
+  /**
+   * @param {string} method
+   * @param {string} path
+   * @param {unknown} [body]
+   * @param {{bearer?: boolean}} [options]
+   * @returns {Promise<any>}
+   */
+  async request(method, path, body, { bearer = true } = {}) {
+    /** @type {Record<string, string>} */
+    const headers = { Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (bearer && this.token) headers.Authorization = `Bearer ${this.token}`;
+    const csrf = UNSAFE.has(method) ? readCookie('csrftoken') : null;
+    if (csrf) headers['X-CSRFToken'] = csrf;
+    const what = `${method} ${path}`;
+    let response;
+    try {
+      response = await this._fetch(this.baseUrl + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: 'same-origin',
+      });
+    } catch (error) {
+      throw new ClientError(LocalCode.UNREACHABLE, `cannot reach ${this.baseUrl} (${what}): ${error}`);
+    }
+    const text = await response.text().catch(() => '');
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      if (response.ok) throw badResponse(`${what}: the answer is not JSON`);
+    }
+    if (response.ok) return data;
+    const status = response.status;
+    const retry = Number(response.headers.get('Retry-After'));
+    const extra = {
+      status,
+      fields: data?.fields && typeof data.fields === 'object' ? data.fields : {},
+      retryAfter: Number.isFinite(retry) && response.headers.has('Retry-After') ? retry : null,
+    };
+    const slug = data?.code;
+    const message = typeof data?.message === 'string' && data.message ? data.message : `HTTP ${status}`;
+    if (typeof slug !== 'string') {
+      throw new ClientError(LocalCode.BAD_RESPONSE, `${what}: HTTP ${status} without an error code`, extra);
+    }
+    try {
+      errorCodeFromSlug(slug);
+    } catch {
+      // A code newer than this client: keep it readable rather than guess.
+      throw new ClientError(LocalCode.BAD_RESPONSE, `${what}: HTTP ${status} ${slug}: ${message}`, extra);
+    }
+    throw new ClientError(slug, message, extra);
+  }
+
+  // --- accounts and sessions --------------------------------------------------------
+
+  /**
+   * @param {string} username
+   * @param {string} password
+   * @param {Uint8Array} identityKey
+   * @param {DeviceUpload} device
+   */
+  async createAccount(username, password, identityKey, device) {
+    const body = { username, password, identity_key_b64: toBase64(identityKey), device: deviceBody(device) };
+    const data = await this.request('POST', '/api/v1/accounts', body, { bearer: false });
+    return {
+      username: /** @type {string} */ (field(data, 'username', 'string')),
+      deviceId: /** @type {number} */ (field(data, 'device_id', 'number')),
+      token: /** @type {string} */ (field(data, 'token', 'string')),
+    };
+  }
+
+  /**
+   * @param {string} username
+   * @param {string} password
+   */
+  async login(username, password) {
+    await this.request('POST', '/api/v1/session', { username, password }, { bearer: false });
+  }
+
+  async logout() {
+    await this.request('DELETE', '/api/v1/session', undefined, { bearer: false });
+  }
+
+  // --- other accounts ---------------------------------------------------------------
+
+  /** @param {string} username */
+  async accountKeys(username) {
+    const data = await this.request('GET', `/api/v1/accounts/${encodeURIComponent(username)}/keys`);
+    return {
+      username: /** @type {string} */ (field(data, 'username', 'string')),
+      identityKey: fromBase64(data?.identity_key_b64),
+      /** @type {DeviceEntry[]} */
+      devices: listOf(data, 'devices').map((item) => ({
+        deviceId: field(item, 'device_id', 'number'),
+        registrationId: field(item, 'registration_id', 'number'),
+        certificate: fromBase64(item.certificate_b64),
+      })),
+    };
+  }
+
+  /**
+   * @param {string} username
+   * @param {number[]} deviceIds
+   */
+  async claimBundles(username, deviceIds) {
+    const path = `/api/v1/accounts/${encodeURIComponent(username)}/bundles`;
+    const data = await this.request('POST', path, { device_ids: deviceIds });
+    return {
+      username: /** @type {string} */ (field(data, 'username', 'string')),
+      identityKey: fromBase64(data?.identity_key_b64),
+      /** @type {ClaimedBundle[]} */
+      bundles: listOf(data, 'bundles').map((item) => ({
+        deviceId: field(item, 'device_id', 'number'),
+        registrationId: field(item, 'registration_id', 'number'),
+        bundle: fromBase64(item.bundle_b64),
+      })),
+    };
+  }
+
+  // --- the calling device -----------------------------------------------------------
+
+  /** @returns {Promise<PreKeyCounts>} */
+  async prekeyCounts() {
+    return counts(await this.request('GET', '/api/v1/devices/self/prekeys'));
+  }
+
+  /**
+   * @param {Uint8Array[]} oneTime
+   * @param {Uint8Array[]} kem
+   * @returns {Promise<PreKeyCounts>}
+   */
+  async uploadPrekeys(oneTime, kem) {
+    const body = { one_time_prekeys_b64: oneTime.map(toBase64), kem_prekeys_b64: kem.map(toBase64) };
+    return counts(await this.request('POST', '/api/v1/devices/self/prekeys', body));
+  }
+
+  /** @param {Uint8Array} signedPrekey */
+  async putSignedPrekey(signedPrekey) {
+    await this.request('PUT', '/api/v1/devices/self/signed-prekey', {
+      signed_prekey_b64: toBase64(signedPrekey),
+    });
+  }
+
+  /** @param {Uint8Array} kemPrekey */
+  async putLastResortKemPrekey(kemPrekey) {
+    await this.request('PUT', '/api/v1/devices/self/last-resort-kem-prekey', {
+      kem_prekey_b64: toBase64(kemPrekey),
+    });
+  }
+}
+
+/**
+ * @param {any} data
+ * @param {string} key
+ * @returns {any[]}
+ */
+function listOf(data, key) {
+  const value = data?.[key];
+  if (!Array.isArray(value) || !value.every((item) => item && typeof item === 'object')) {
+    throw badResponse(`field ${key} is missing or not a list of objects`);
+  }
+  return value;
+}

@@ -1,0 +1,1467 @@
+// @ts-check
+/**
+ * `WebClient`: this browser's device of an account, put together from the IndexedDB store,
+ * the REST API and the relay. It keeps the rules of the Python reference client
+ * (client/core.py), so that the two interoperate and fail the same way:
+ *
+ * - Nothing is acknowledged before it is stored. A DELIVER is decrypted; the new session
+ *   state, the message and the deletion of consumed prekeys commit in one transaction;
+ *   only then does the ACK go out. A failure in between leaves the envelope on the server
+ *   and nothing written here, so the next delivery decrypts it afresh.
+ * - Nothing is encrypted twice. A send is encrypted once per device and the ciphertexts go
+ *   into the outbox in the same transaction as the advanced sessions; a resend reuses them.
+ *   Only devices the server reports missing or stale get a new encryption (at most 3
+ *   rounds of DEVICE_MISMATCH).
+ * - Sessions are read, advanced and written by one operation at a time: every such
+ *   operation holds the state lock (a Web Lock shared by the tabs of this origin where the
+ *   browser has them), and network calls happen before it is taken.
+ * - Trust on first use, then loudly: a changed account key is stored, flagged `changed`,
+ *   and reported ('identity-changed'); receiving goes on, sending to it fails with
+ *   `untrusted_identity` until trust().
+ * - Events reach the page only after their transaction has committed.
+ *
+ * Receipts (protocol/content.py RECEIPT). A message is named by its sender and sent_at, so
+ * every content this device sends gets a sent_at above the previous one (unique and
+ * increasing). Received texts queue a DELIVERED receipt (in the transaction that stores
+ * them), markRead() a READ receipt; the queue is sent per sender, up to 100 messages per
+ * receipt, once the backlog is in. A receipt moves our message's status forwards only:
+ * pending → sent → delivered → read. With receipts off, none are sent (others' still count).
+ */
+
+import {
+  AccountIdentity,
+  Deliver,
+  DeviceCertificate,
+  DeviceKeys,
+  DeviceMessage,
+  DeviceMismatch,
+  ErrorCode,
+  KemPreKeyPair,
+  MAX_PREKEYS_PER_UPLOAD,
+  MAX_RECEIPT_ITEMS,
+  MAX_TEXT_BYTES,
+  MessageKind,
+  Notice,
+  NoticeKind,
+  OneTimePreKeyPair,
+  PreKeyBundle,
+  PreKeyMessage,
+  ProtocolError,
+  Receipt,
+  ReceiptKind,
+  Send,
+  SendOk,
+  SessionRecord,
+  SignedPreKeyPair,
+  Text,
+  bytesEqual,
+  constantTimeEqual,
+  decodeContent,
+  encodeContent,
+  errorSlug,
+  normalizeUsername,
+  peekKind,
+  safetyNumber,
+  toHex,
+  utf8Encode,
+} from '../protocol/index.js';
+import { Api } from './api.js';
+import { ClientError, LocalCode, asClientError } from './errors.js';
+import { Relay, relayUrl } from './relay.js';
+import { Store, req } from './store.js';
+
+/** @import { Push } from './relay.js' */
+
+export const DEVICE_ID = 1; // sign-up creates device 1; linking further devices is not built yet
+const PREKEY_BATCH = MAX_PREKEYS_PER_UPLOAD; // 100 of each kind at sign-up and per top-up
+const MAX_MISMATCH_ROUNDS = 3;
+const WEEK_MS = 7 * 24 * 3600 * 1000; // signed prekey age before rotation; grace of a retired one
+const KEYGEN_BATCH = 10; // prekeys generated between two yields to the event loop
+const RANK = { pending: 0, failed: 0, sent: 1, delivered: 2, read: 3 };
+const NO_PREKEYS = { signedPrekey: () => null, oneTimePrekey: () => null, kemPrekey: () => null };
+const SENDING_STORES = ['config', 'messages', 'outbox', 'sessions', 'peerDevices', 'receipts'];
+const KINDS = [ReceiptKind.DELIVERED, ReceiptKind.READ];
+
+/**
+ * A message as the page sees it. `id` is a string; `sentAt` the sender's clock (for an
+ * undecryptable one, the server's); `code` the reason a message could not be decrypted.
+ * @typedef {{id: string, peer: string, direction: 'in' | 'out', kind: 'text' | 'undecryptable',
+ *   text: string | null, sentAt: number, status: string, senderDevice: number,
+ *   serverTime: number | null, code?: string}} Message
+ */
+/** @typedef {{username: string, certificates: Map<number, DeviceCertificate>, bundles: Map<number, PreKeyBundle>}} Target */
+/** @typedef {{id?: number, messageId: number | null, recipient: string, primary: boolean, content: Uint8Array, payloads: {deviceId: number, registrationId: number, payload: Uint8Array}[], createdAt: number}} OutboxEntry */
+
+/** @param {unknown} value */
+const num = (value) => (value === null || value === undefined ? null : Number(value));
+
+/** @param {string} name */
+function normalize(name) {
+  try {
+    return normalizeUsername(name);
+  } catch (error) {
+    throw asClientError(error);
+  }
+}
+
+/** @param {unknown} error */
+const refused = (error) => error instanceof ClientError && error.status !== null && error.status >= 400 && error.status < 500;
+
+/**
+ * Whether receipts that failed with `error` stay owed (it may pass) rather than being
+ * dropped (the server refused for good: an account or device that is gone).
+ * @param {unknown} error
+ */
+function receiptsMayWait(error) {
+  const code = error instanceof ClientError ? error.code : '';
+  if (['rate_limited', 'server_busy', 'queue_full'].includes(code)) return true;
+  if (['unknown_account', 'unknown_device'].includes(code)) return false;
+  return !refused(error);
+}
+
+/** @param {number} ms */
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * @param {any} row a `messages` row
+ * @param {string | null} text
+ * @returns {Message}
+ */
+function publicMessage(row, text) {
+  /** @type {Message} */
+  const message = {
+    id: String(row.id),
+    peer: row.peer,
+    direction: row.direction,
+    kind: row.kind,
+    text,
+    sentAt: /** @type {number} */ (num(row.sentAt ?? row.serverTime)),
+    status: row.status,
+    senderDevice: row.senderDevice,
+    serverTime: num(row.serverTime),
+  };
+  if (row.code) message.code = row.code;
+  return message;
+}
+
+/**
+ * @param {string} username
+ * @param {DeviceCertificate} certificate
+ */
+function peerDeviceRow(username, certificate) {
+  const { deviceId, registrationId } = certificate;
+  return { username, deviceId, registrationId, certificate: certificate.encode() };
+}
+
+/**
+ * Record the account key just seen for `username` (client/store.py observe_identity):
+ * first contact stores it; a different key replaces it, flagged changed and unverified.
+ * @param {IDBTransaction} t
+ * @param {string} username
+ * @param {Uint8Array} accountKey
+ * @param {number} now
+ * @returns {Promise<{check: 'new' | 'same' | 'changed', changed: boolean}>}
+ */
+async function observeIdentity(t, username, accountKey, now) {
+  const identities = t.objectStore('identities');
+  const known = await req(identities.get(username));
+  if (known && constantTimeEqual(known.accountKey, accountKey)) return { check: 'same', changed: known.changed };
+  const changed = Boolean(known);
+  await req(identities.put({ username, accountKey, firstSeen: now, changed, verified: false }));
+  return { check: changed ? 'changed' : 'new', changed };
+}
+
+/**
+ * Move a message's status forwards (never back; `failed` only from `pending`).
+ * @param {IDBTransaction} t
+ * @param {number} id
+ * @param {string} status
+ * @param {unknown} [serverTime]
+ */
+async function setStatus(t, id, status, serverTime) {
+  const messages = t.objectStore('messages');
+  const row = await req(messages.get(id));
+  const rank = /** @type {Record<string, number>} */ (RANK);
+  const forwards = status === 'failed' ? row?.status === 'pending' : rank[status] > (rank[row?.status] ?? 9);
+  if (!row || !forwards) return null;
+  row.status = status;
+  if (serverTime !== undefined) row.serverTime = serverTime;
+  await req(messages.put(row));
+  return { id: String(id), peer: row.peer, status };
+}
+
+/**
+ * Queue a receipt for `sentAts` (messages of `peer`), merged with what already waits.
+ * @param {IDBTransaction} t
+ * @param {string} peer
+ * @param {number} kind
+ * @param {unknown[]} sentAts
+ */
+async function queueReceipt(t, peer, kind, sentAts) {
+  const receipts = t.objectStore('receipts');
+  const row = (await req(receipts.get([peer, kind]))) ?? { peer, kind, sentAts: [] };
+  for (const sentAt of sentAts) if (!row.sentAts.includes(sentAt)) row.sentAts.push(sentAt);
+  await req(receipts.put(row));
+}
+
+export class WebClient extends EventTarget {
+  /**
+   * Use `WebClient.open()`.
+   * @param {Store} store
+   * @param {any} options
+   */
+  constructor(store, options) {
+    super();
+    this._store = store;
+    this._baseUrl = String(options.baseUrl ?? globalThis.location?.origin).replace(/\/+$/, '');
+    this._fetch = options.fetch;
+    this._WebSocket = options.WebSocket;
+    this._relayOptions = options.relay ?? {};
+    this._receiptDelayMs = options.receiptDelayMs ?? 300;
+    this._clock = options.clock ?? Date.now;
+    this._lockName = `sealpost-state:${options.dbName ?? 'sealpost'}`;
+    /** @type {Record<string, any>} */
+    this._config = {};
+    /** @type {DeviceKeys | null} */
+    this._device = null;
+    this._api = new Api({ baseUrl: this._baseUrl, fetch: this._fetch });
+    /** @type {Relay | null} */
+    this._relay = null;
+    /** @type {Promise<void> | null} */
+    this._connecting = null;
+    /** @type {Promise<unknown>} */
+    this._queue = Promise.resolve();
+    /** @type {Promise<unknown>} */
+    this._sendQueue = Promise.resolve();
+    /** @type {Promise<void> | null} */
+    this._toppingUp = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._receiptTimer = undefined;
+    this._flushingReceipts = false;
+    this._receiptsAgain = false;
+    /** @type {Map<string, number>} receipts owed per sender since the last flush began */
+    this._owed = new Map();
+  }
+
+  /**
+   * Open this browser's store (creating it on first use) and load the device, if any.
+   *
+   * Options beyond `baseUrl` exist for tests and other embeddings: `indexedDB` (an
+   * IDBFactory), `dbName`, `crypto`, `fetch`, `WebSocket` (a constructor), `relay`
+   * ({baseMs, capMs, pingIntervalMs, pongTimeoutMs, random}), `receiptDelayMs`, `clock`.
+   * @param {{baseUrl?: string, indexedDB?: IDBFactory, dbName?: string, crypto?: Crypto,
+   *   fetch?: typeof globalThis.fetch, WebSocket?: typeof globalThis.WebSocket,
+   *   relay?: Record<string, unknown>, receiptDelayMs?: number, clock?: () => number}} [options]
+   */
+  static async open(options = {}) {
+    const store = await Store.open({ indexedDB: options.indexedDB, name: options.dbName, crypto: options.crypto });
+    const client = new WebClient(store, options);
+    client._config = await store.config();
+    client._device = await store.deviceKeys();
+    client._api.token = client._config.token ?? null;
+    return client;
+  }
+
+  // --- who we are -------------------------------------------------------------------
+
+  /** This browser holds a device and is logged in (false after logout() until login()). */
+  get registered() {
+    return this.linked && this._config.loggedIn !== false;
+  }
+
+  /** This browser holds a device, logged in or not. */
+  get linked() {
+    return this._device !== null;
+  }
+
+  /** @returns {string | null} */
+  get username() {
+    return this._config.username ?? null;
+  }
+
+  /** @returns {number | null} */
+  get deviceId() {
+    return this._config.deviceId ?? null;
+  }
+
+  /** @returns {import('./relay.js').ConnectionState} */
+  get connectionState() {
+    return this._relay?.state ?? 'offline';
+  }
+
+  get receiptsEnabled() {
+    return this._config.receipts !== false;
+  }
+
+  /** @returns {DeviceKeys} */
+  _own() {
+    if (!this._device) throw new ClientError(LocalCode.NOT_REGISTERED, 'this browser holds no account yet; register first');
+    if (this._config.loggedIn === false) throw new ClientError(LocalCode.LOGGED_OUT, 'logged out; log in first');
+    return this._device;
+  }
+
+  /**
+   * @param {string} type
+   * @param {unknown} detail
+   */
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  /** @param {unknown} error */
+  _emitError(error) {
+    const { code, message } = asClientError(error);
+    this._emit('error', { code, message });
+  }
+
+  /**
+   * Run `fn` holding the state lock: one session-changing operation at a time, across
+   * the tabs of this origin too where the browser has Web Locks.
+   * @template T
+   * @param {() => Promise<T>} fn
+   * @returns {Promise<T>}
+   */
+  _exclusive(fn) {
+    const locks = globalThis.navigator?.locks;
+    const run = locks ? () => locks.request(this._lockName, fn) : fn;
+    const result = this._queue.then(run);
+    this._queue = result.catch(() => {});
+    return /** @type {Promise<T>} */ (result);
+  }
+
+  /** @param {Record<string, unknown>} values */
+  async _setConfig(values) {
+    await this._store.write(['config'], async (t) => {
+      for (const [name, value] of Object.entries(values)) await req(t.objectStore('config').put(value, name));
+    });
+    Object.assign(this._config, values);
+  }
+
+  /**
+   * Generate keys in batches, yielding to the event loop in between (ML-KEM key
+   * generation takes a few milliseconds each), reporting each batch to `progress`.
+   * @template T
+   * @param {number[]} ids
+   * @param {(id: number) => T} make
+   * @param {(count: number) => void} [progress]
+   */
+  async _generate(ids, make, progress) {
+    const out = [];
+    for (let i = 0; i < ids.length; i += KEYGEN_BATCH) {
+      const batch = ids.slice(i, i + KEYGEN_BATCH);
+      out.push(...batch.map(make));
+      progress?.(batch.length);
+      await pause(0);
+    }
+    return out;
+  }
+
+  // --- sign-up, login, logout -------------------------------------------------------
+
+  /**
+   * Create the account and this browser's device (device 1): the account identity key,
+   * the device keys, a signed prekey, a last-resort KEM prekey and 100 one-time prekeys of
+   * each kind ('progress' events while they are made), then sign up and store it all in
+   * one transaction. The server also sets the session cookie.
+   * @param {string} username
+   * @param {string} password
+   * @param {{deviceName?: string}} [options]
+   */
+  async register(username, password, { deviceName = 'Web browser' } = {}) {
+    if (this._device) {
+      throw new ClientError(LocalCode.ALREADY_REGISTERED, `this browser already holds the account ${this.username}`);
+    }
+    username = normalize(username);
+    const store = this._store;
+    const account = AccountIdentity.generate();
+    const device = DeviceKeys.create(account, DEVICE_ID);
+    const [signedId] = await store.reserveKeyIds('signed', 1);
+    const [lastResortId, ...kemIds] = await store.reserveKeyIds('kem', PREKEY_BATCH + 1);
+    const oneTimeIds = await store.reserveKeyIds('one_time', PREKEY_BATCH);
+    const total = 2 + 2 * PREKEY_BATCH;
+    let done = 0;
+    const progress = (/** @type {number} */ count) => this._emit('progress', { done: (done += count), total });
+    const signed = SignedPreKeyPair.generate(device, signedId);
+    const lastResort = KemPreKeyPair.generate(device, lastResortId, true);
+    progress(2);
+    const oneTime = await this._generate(oneTimeIds, (id) => OneTimePreKeyPair.generate(id), progress);
+    const kem = await this._generate(kemIds, (id) => KemPreKeyPair.generate(device, id, false), progress);
+
+    const now = this._clock();
+    const rows = await Promise.all([
+      store.sealPrekey('signed', signedId, signed.privateKey, { createdAt: now }),
+      store.sealPrekey('kem', lastResortId, lastResort.seed, { lastResort: true, createdAt: now }),
+      ...oneTime.map((pair) => store.sealPrekey('one_time', pair.public.keyId, pair.privateKey)),
+      ...kem.map((pair) => store.sealPrekey('kem', pair.public.keyId, pair.seed, { lastResort: false, createdAt: now })),
+    ]);
+    const own = {
+      accountSeed: await store.seal(account.seed, 'own:accountSeed'),
+      accountKey: account.publicKey,
+      signingSeed: await store.seal(device.signingSeed, 'own:signingSeed'),
+      identityPrivate: await store.seal(device.identityPrivate, 'own:identityPrivate'),
+      certificate: device.certificate.encode(),
+    };
+    const registration = await this._api.createAccount(username, password, account.publicKey, {
+      certificate: device.certificate.encode(),
+      name: deviceName,
+      signedPrekey: signed.public.encode(),
+      lastResortKemPrekey: lastResort.public.encode(),
+      oneTimePrekeys: oneTime.map((pair) => pair.public.encode()),
+      kemPrekeys: kem.map((pair) => pair.public.encode()),
+    });
+    if (registration.username !== username || registration.deviceId !== DEVICE_ID) {
+      throw new ClientError(
+        LocalCode.BAD_RESPONSE,
+        `sign-up answered for ${registration.username} device ${registration.deviceId}, not ${username} device ${DEVICE_ID}`,
+      );
+    }
+    const token = await store.sealText(registration.token, 'config:token');
+    const config = { username, deviceId: DEVICE_ID, loggedIn: true, receipts: true, lastSentAt: 0 };
+    await store.write(['config', 'keys', 'prekeys', 'identities'], async (t) => {
+      const keys = t.objectStore('keys');
+      if (await req(keys.get('own'))) throw new ClientError(LocalCode.ALREADY_REGISTERED, 'another tab registered first');
+      await req(keys.put(own, 'own'));
+      for (const row of rows) await req(t.objectStore('prekeys').put(row));
+      // Our own key, as verified: a message from our account under another key is caught.
+      const identity = { username, accountKey: account.publicKey, firstSeen: now, changed: false, verified: true };
+      await req(t.objectStore('identities').put(identity));
+      for (const [name, value] of Object.entries({ ...config, token })) await req(t.objectStore('config').put(value, name));
+    });
+    Object.assign(this._config, config, { token: registration.token });
+    this._device = device;
+    this._api.token = registration.token;
+  }
+
+  /**
+   * Log in again (POST /api/v1/session) with the device this browser already holds.
+   * @param {string} username
+   * @param {string} password
+   */
+  async login(username, password) {
+    username = normalize(username);
+    if (!this._device || this.username !== username) {
+      throw new ClientError(
+        LocalCode.NOT_LINKED,
+        `this browser holds no device of ${username}; sign in where you registered, or register here`,
+      );
+    }
+    await this._api.login(username, password);
+    await this._setConfig({ loggedIn: true });
+  }
+
+  /** Close the connection and end the web session. The device and its history stay. */
+  async logout() {
+    this._disconnect();
+    try {
+      await this._api.logout();
+    } catch {
+      // Logged out here whatever the server says: the keys no longer act until login().
+    }
+    if (this._device) await this._setConfig({ loggedIn: false });
+  }
+
+  // --- the connection ---------------------------------------------------------------
+
+  /**
+   * Open the relay connection (once; later calls wait for the same), then look after
+   * prekeys (top-up, rotation) and resend what the outbox still holds. Afterwards the
+   * connection comes back by itself ('connection' events).
+   */
+  async connect() {
+    this._own();
+    if (this._connecting) return this._connecting;
+    const relay = new Relay({
+      url: relayUrl(this._baseUrl),
+      token: this._config.token,
+      onPush: (push) => this._handlePush(push),
+      ...(this._WebSocket ? { WebSocket: this._WebSocket } : {}),
+      ...this._relayOptions,
+    });
+    relay.addEventListener('state', (event) => this._emit('connection', /** @type {CustomEvent} */ (event).detail));
+    relay.addEventListener('push-error', (event) => this._emitError(/** @type {CustomEvent} */ (event).detail.error));
+    relay.addEventListener('failed', (event) => {
+      if (this._relay === relay) this._disconnect();
+      this._emitError(/** @type {CustomEvent} */ (event).detail.error);
+    });
+    this._relay = relay;
+    const connecting = (async () => {
+      try {
+        await relay.start();
+      } catch (error) {
+        if (this._relay === relay) this._disconnect();
+        throw await this._whyUnreachable(error);
+      }
+      try {
+        await this._maintainPrekeys();
+      } catch (error) {
+        this._emitError(error);
+      }
+      await this._flushOutbox();
+      if ((await this._store.getAll('receipts')).length) this._scheduleReceipts(); // left behind
+    })();
+    this._connecting = connecting;
+    return connecting;
+  }
+
+  /** Close the connection and the store. Unsent messages go out on the next connect(). */
+  close() {
+    this._disconnect();
+    this._store.close();
+  }
+
+  _disconnect() {
+    clearTimeout(this._receiptTimer);
+    this._receiptTimer = undefined;
+    const relay = this._relay;
+    this._relay = null;
+    this._connecting = null;
+    relay?.close();
+  }
+
+  /**
+   * A browser does not show why a WebSocket handshake failed; the REST API tells a
+   * revoked or unknown token (unauthorized) from an unreachable server.
+   * @param {unknown} error
+   */
+  async _whyUnreachable(error) {
+    try {
+      await this._api.prekeyCounts();
+    } catch (probe) {
+      if (probe instanceof ClientError && probe.code === 'unauthorized') return probe;
+    }
+    return asClientError(error, LocalCode.UNREACHABLE);
+  }
+
+  _relayOrThrow() {
+    if (!this._relay) throw new ClientError(LocalCode.CLOSED, 'not connected to the relay');
+    return this._relay;
+  }
+
+  async _flushOutbox() {
+    for (const entry of await this._store.getAll('outbox')) {
+      try {
+        await this._dispatch(entry);
+      } catch (error) {
+        if (error instanceof ClientError && error.code === LocalCode.CLOSED) return; // next time
+        this._emitError(error);
+      }
+    }
+  }
+
+  // --- receiving --------------------------------------------------------------------
+
+  /** @param {Push} push */
+  async _handlePush(push) {
+    if (push instanceof Deliver) {
+      const events = await this._exclusive(() => this._processDeliver(push));
+      if (push.seq !== 0) this._relay?.ack([push.seq]); // seq 0: ephemeral, never acked
+      for (const [type, detail] of events) if (type !== 'owed') this._emit(type, detail);
+      if (events.some(([type]) => type === 'owed')) this._receiptsDue(push.sender);
+    } else if (push instanceof Notice && push.kind === NoticeKind.PREKEYS_LOW) {
+      this._topUp(true).catch((error) => this._emitError(error));
+    }
+  }
+
+  /**
+   * Decrypt one envelope and commit everything it changes in one transaction; returns the
+   * events to emit once committed (the caller acknowledges first).
+   * @param {Deliver} frame
+   * @returns {Promise<[string, unknown][]>}
+   */
+  async _processDeliver(frame) {
+    const store = this._store;
+    const { sender, senderDevice, payload } = frame;
+    const device = this._own();
+    const now = this._clock();
+    let record;
+    let result;
+    try {
+      record = (await store.loadSession(sender, senderDevice)) ?? new SessionRecord();
+      const prekeys =
+        peekKind(payload) === MessageKind.PREKEY ? await store.prekeysFor(PreKeyMessage.decode(payload)) : NO_PREKEYS;
+      // The account key is checked below against the identity store, so that a changed
+      // key can be accepted and flagged instead of refused.
+      result = record.decrypt(payload, device, prekeys);
+      if (result.senderCertificate) this._checkNewSession(frame, result);
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      if (error.code === ErrorCode.DUPLICATE_MESSAGE) return []; // stored before: just ack
+      return store.write(['messages'], (t) => this._addUndecryptable(t, frame, error.code, now));
+    }
+    const decrypted = result;
+    let content = null;
+    let contentError = null;
+    try {
+      content = decodeContent(decrypted.plaintext);
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      contentError = error.code;
+    }
+    const own = this.username;
+    const sessionRow = await store.sealSession(sender, senderDevice, record, now);
+    const text = content instanceof Text ? content.body : null;
+    const sealedText = text === null ? null : await store.sealText(text, 'message');
+    const receipts = this.receiptsEnabled && sender !== own;
+
+    return store.write(['sessions', 'identities', 'peerDevices', 'prekeys', 'messages', 'receipts'], async (t) => {
+      /** @type {[string, unknown][]} */
+      const events = [];
+      if (decrypted.senderCertificate && decrypted.senderAccountKey) {
+        const { check } = await observeIdentity(t, sender, decrypted.senderAccountKey, now);
+        if (check === 'changed') events.push(['identity-changed', { username: sender }]);
+        await req(t.objectStore('peerDevices').put(peerDeviceRow(sender, decrypted.senderCertificate)));
+      }
+      await req(t.objectStore('sessions').put(sessionRow));
+      const prekeys = t.objectStore('prekeys');
+      if (decrypted.consumedOneTimePrekeyId !== null) await req(prekeys.delete(['one_time', decrypted.consumedOneTimePrekeyId]));
+      if (decrypted.consumedKemPrekeyId !== null) await req(prekeys.delete(['kem', decrypted.consumedKemPrekeyId]));
+      if (contentError === ErrorCode.UNKNOWN_TYPE) {
+        // A newer client's content (say, a typing indicator), not damage: the session
+        // advances, nothing is stored.
+      } else if (contentError !== null) {
+        events.push(...(await this._addUndecryptable(t, frame, contentError, now)));
+      } else if (content instanceof Text) {
+        const row = {
+          kind: 'text',
+          direction: 'in',
+          peer: sender,
+          senderDevice,
+          text: sealedText,
+          code: null,
+          sentAt: content.sentAtMs,
+          serverTime: frame.serverTimeMs,
+          receivedAt: now,
+          status: 'received',
+          seq: frame.seq,
+        };
+        const id = await req(t.objectStore('messages').add(row));
+        if (receipts) {
+          await queueReceipt(t, sender, ReceiptKind.DELIVERED, [content.sentAtMs]);
+          events.push(['owed', null]);
+        }
+        events.push(['message', { message: publicMessage({ ...row, id }, text) }]);
+      } else if (content instanceof Receipt && sender !== own) {
+        const status = content.kind === ReceiptKind.READ ? 'read' : 'delivered';
+        for (const sentAt of content.messageSentAtMs) {
+          if (typeof sentAt !== 'number') continue; // never one of ours
+          const rows = await req(t.objectStore('messages').index('sentAt').getAll([sender, 'out', sentAt]));
+          for (const row of rows) {
+            const update = await setStatus(t, row.id, status);
+            if (update) events.push(['status', update]);
+          }
+        }
+      }
+      return events;
+    });
+  }
+
+  /**
+   * A PreKeyMessage set up a session: it must come from the device the relay names, and
+   * one from our own account must carry our own account key.
+   * @param {Deliver} frame
+   * @param {import('../protocol/session.js').Decrypted} result
+   */
+  _checkNewSession(frame, result) {
+    const certificate = /** @type {DeviceCertificate} */ (result.senderCertificate);
+    if (certificate.deviceId !== frame.senderDevice) {
+      throw new ProtocolError(
+        ErrorCode.INVALID_VALUE,
+        `certificate of device ${certificate.deviceId} on an envelope from device ${frame.senderDevice}`,
+      );
+    }
+    const accountKey = /** @type {Uint8Array} */ (result.senderAccountKey);
+    if (frame.sender === this.username && !constantTimeEqual(accountKey, this._own().accountKey)) {
+      throw new ProtocolError(ErrorCode.UNTRUSTED_IDENTITY, 'a message from our own account under another key');
+    }
+  }
+
+  /**
+   * Record an envelope that could not be read (once per seq, however often redelivered).
+   * @param {IDBTransaction} t
+   * @param {Deliver} frame
+   * @param {number} code
+   * @param {number} now
+   * @returns {Promise<[string, unknown][]>}
+   */
+  async _addUndecryptable(t, frame, code, now) {
+    const messages = t.objectStore('messages');
+    if (frame.seq !== 0 && (await req(messages.index('useq').count(/** @type {number} */ (frame.seq))))) return [];
+    /** @type {Record<string, unknown>} */
+    const row = {
+      kind: 'undecryptable',
+      direction: 'in',
+      peer: frame.sender,
+      senderDevice: frame.senderDevice,
+      text: null,
+      code: errorSlug(code) ?? String(code),
+      sentAt: null,
+      serverTime: frame.serverTimeMs,
+      receivedAt: now,
+      status: 'received',
+      seq: frame.seq,
+    };
+    if (frame.seq !== 0) row.useq = frame.seq;
+    const id = await req(messages.add(row));
+    return [['undecryptable', { message: publicMessage({ ...row, id }, null) }]];
+  }
+
+  // --- sending ----------------------------------------------------------------------
+
+  /**
+   * Send `text` to every device of `username` (and a copy to this account's other
+   * devices). Resolves once the server accepted it, with the message (status 'sent', or
+   * later if a receipt overtook the answer); a 'message' event announces it as 'pending'
+   * as soon as it is stored. Throws ClientError: untrusted_identity (their key changed:
+   * trust() first), unknown_account, too_large, device_mismatch (the device list kept
+   * changing), or what the server refused (the message is then 'failed').
+   * @param {string} username
+   * @param {string} text
+   * @returns {Promise<Message>}
+   */
+  async sendText(username, text) {
+    const peer = normalize(username);
+    if (typeof text !== 'string' || !text) throw new ClientError('invalid_value', 'the message text is empty');
+    const size = utf8Encode(text).length;
+    if (size > MAX_TEXT_BYTES) {
+      throw new ClientError('too_large', `the message is ${size} bytes; the limit is ${MAX_TEXT_BYTES}`);
+    }
+    await this.connect();
+    const store = this._store;
+    // Texts are prepared and stored one at a time, in call order, so that they go out
+    // (and are named by sent_at) in the order they were written; each is stored, and
+    // shown as pending, without waiting for the previous one's answer.
+    const stored = this._sendQueue.then(() => this._storeText(peer, text));
+    this._sendQueue = stored.catch(() => {});
+    const { row, entries } = await stored;
+    this._emit('message', { message: publicMessage(row, text) });
+    for (const entry of entries) {
+      try {
+        await this._dispatch(entry);
+      } catch (error) {
+        if (error instanceof ClientError && error.code === LocalCode.CLOSED) throw error; // resent later
+        if (!entry.primary) {
+          this._emitError(error); // the copy for our other devices
+          continue;
+        }
+        if (!(await store.get('outbox', /** @type {number} */ (entry.id)))) {
+          // Failed for good: our other devices must not hear of a message never sent.
+          await store.write(['outbox'], async (t) => {
+            for (const other of entries) await req(t.objectStore('outbox').delete(/** @type {number} */ (other.id)));
+          });
+        }
+        throw asClientError(error);
+      }
+    }
+    return publicMessage((await store.get('messages', row.id)) ?? row, text);
+  }
+
+  /**
+   * Encrypt a text for `peer` (and our other devices) and store it with its outbox
+   * entries and the advanced sessions, in one transaction.
+   * @param {string} peer
+   * @param {string} text
+   */
+  async _storeText(peer, text) {
+    const store = this._store;
+    const targets = await this._targets(peer, true);
+    const stored = await this._exclusive(async () => {
+      const now = this._clock();
+      const sentAt = await this._nextSentAt(now);
+      const content = encodeContent(new Text(text, sentAt), true);
+      const cache = new Map();
+      /** @type {DeviceMessage[][]} */
+      const payloads = [];
+      for (const target of targets) payloads.push(await this._encryptFor(target, content, cache));
+      const sessions = await this._sealSessions(cache, now);
+      const sealedText = await store.sealText(text, 'message');
+      const sealedContent = await store.seal(content, 'outbox');
+      return store.write(SENDING_STORES, async (t) => {
+        await req(t.objectStore('config').put(sentAt, 'lastSentAt'));
+        const row = {
+          kind: 'text',
+          direction: 'out',
+          peer,
+          senderDevice: DEVICE_ID,
+          text: sealedText,
+          code: null,
+          sentAt,
+          serverTime: null,
+          receivedAt: null,
+          status: targets.length ? 'pending' : 'sent', // a note to self with no other device
+          seq: null,
+        };
+        const id = /** @type {number} */ (await req(t.objectStore('messages').add(row)));
+        const entries = await this._addOutbox(t, targets, payloads, sessions, sealedContent, id, peer, now);
+        return { row: { ...row, id }, entries };
+      });
+    });
+    this._config.lastSentAt = stored.row.sentAt;
+    return stored;
+  }
+
+  /**
+   * A sent_at above every earlier one of this device (receipts name messages by it).
+   * @param {number} now
+   */
+  async _nextSentAt(now) {
+    const last = (await this._store.get('config', 'lastSentAt')) ?? 0;
+    return Math.max(now, last + 1);
+  }
+
+  /**
+   * Write outbox entries (and the sessions their encryption advanced) in `t`.
+   * @param {IDBTransaction} t
+   * @param {Target[]} targets
+   * @param {DeviceMessage[][]} payloads per target
+   * @param {any[]} sessions sealed session rows
+   * @param {Uint8Array} content sealed padded plaintext
+   * @param {number | null} messageId
+   * @param {string | null} primary the conversation's peer (whose answer sets the status)
+   * @param {number} now
+   */
+  async _addOutbox(t, targets, payloads, sessions, content, messageId, primary, now) {
+    for (const row of sessions) await req(t.objectStore('sessions').put(row));
+    /** @type {OutboxEntry[]} */
+    const entries = [];
+    for (const [i, target] of targets.entries()) {
+      for (const certificate of target.certificates.values()) {
+        await req(t.objectStore('peerDevices').put(peerDeviceRow(target.username, certificate)));
+      }
+      /** @type {OutboxEntry} */
+      const entry = {
+        messageId,
+        recipient: target.username,
+        primary: target.username === primary,
+        content,
+        payloads: payloads[i].map(({ deviceId, registrationId, payload }) => ({ deviceId, registrationId, payload })),
+        createdAt: now,
+      };
+      entry.id = /** @type {number} */ (await req(t.objectStore('outbox').add(entry)));
+      entries.push(entry);
+    }
+    return entries;
+  }
+
+  /**
+   * The devices to encrypt for: `peer`'s, and (`copy`) our own other devices'.
+   * @param {string} peer
+   * @param {boolean} copy
+   * @returns {Promise<Target[]>}
+   */
+  async _targets(peer, copy) {
+    const own = /** @type {string} */ (this.username);
+    /** @type {Target[]} */
+    const targets = [];
+    const certificates = await this._fetchDevices(peer);
+    if (peer !== own && !certificates.size) throw new ClientError('unknown_device', `${peer} has no devices to send to`);
+    if (certificates.size) {
+      targets.push({ username: peer, certificates, bundles: await this._claimBundles(peer, certificates) });
+    }
+    if (copy && peer !== own) {
+      const mine = await this._fetchDevices(own);
+      if (mine.size) targets.push({ username: own, certificates: mine, bundles: await this._claimBundles(own, mine) });
+    }
+    return targets;
+  }
+
+  /**
+   * Encrypt `content` once per device of `target`. `cache` carries the advanced session
+   * records between calls of one operation (seal them with _sealSessions afterwards);
+   * `drop` names devices whose stored session must not be reused.
+   * @param {Target} target
+   * @param {Uint8Array} content
+   * @param {Map<string, [string, number, SessionRecord]>} cache
+   * @param {Set<number>} [drop]
+   */
+  async _encryptFor(target, content, cache, drop = new Set()) {
+    const messages = [];
+    for (const [deviceId, certificate] of target.certificates) {
+      const key = `${target.username}\n${deviceId}`;
+      let record = cache.get(key)?.[2] ?? null;
+      if (!record) {
+        record = drop.has(deviceId) ? null : await this._store.loadSession(target.username, deviceId);
+        const bundle = target.bundles.get(deviceId);
+        if (bundle) {
+          // Keep the old states only if they belong to the same device keys: a
+          // PreKeyMessage sent on them may still be on its way to us.
+          const keep = record?.states.some((state) => constantTimeEqual(state.remoteIdentityKey, certificate.identityKey));
+          record = SessionRecord.initiate(this._own(), bundle, { existing: keep ? record : null });
+        } else if (!record) {
+          throw new ClientError('no_session', `no session with ${target.username} device ${deviceId}`);
+        }
+        cache.set(key, [target.username, deviceId, record]);
+      }
+      try {
+        messages.push(new DeviceMessage(deviceId, certificate.registrationId, record.encrypt(content)));
+      } catch (error) {
+        if (error instanceof ProtocolError) throw ClientError.fromProtocol(error, `${target.username} device ${deviceId}`);
+        throw error;
+      }
+    }
+    return messages;
+  }
+
+  /**
+   * @param {Map<string, [string, number, SessionRecord]>} cache
+   * @param {number} now
+   */
+  _sealSessions(cache, now) {
+    return Promise.all([...cache.values()].map(([peer, deviceId, record]) => this._store.sealSession(peer, deviceId, record, now)));
+  }
+
+  /**
+   * Send one outbox entry until the server accepts it, correcting its device set on
+   * DEVICE_MISMATCH (at most MAX_MISMATCH_ROUNDS sends).
+   * @param {OutboxEntry} entry
+   */
+  async _dispatch(entry) {
+    const toFrame = () =>
+      new Send({
+        requestId: 0,
+        recipient: entry.recipient,
+        messages: entry.payloads.map((p) => new DeviceMessage(p.deviceId, p.registrationId, p.payload)),
+      });
+    let frame = toFrame();
+    for (let attempt = 1; attempt <= MAX_MISMATCH_ROUNDS; attempt++) {
+      const reply = await this._relayOrThrow().request(frame);
+      if (reply instanceof SendOk) {
+        const update = await this._store.write(['outbox', 'messages'], async (t) => {
+          await req(t.objectStore('outbox').delete(/** @type {number} */ (entry.id)));
+          return entry.primary && entry.messageId !== null ? setStatus(t, entry.messageId, 'sent', reply.serverTimeMs) : null;
+        });
+        if (update) this._emit('status', update);
+        return;
+      }
+      if (reply instanceof DeviceMismatch) {
+        if (attempt === MAX_MISMATCH_ROUNDS) break;
+        try {
+          frame = await this._correctDevices(entry, frame, reply);
+        } catch (error) {
+          await this._giveUp(entry);
+          throw error;
+        }
+        continue;
+      }
+      await this._giveUp(entry);
+      const slug = typeof reply.code === 'number' ? errorSlug(reply.code) : undefined;
+      throw new ClientError(slug ?? LocalCode.BAD_RESPONSE, reply.message || `relay error ${reply.code}`);
+    }
+    await this._giveUp(entry);
+    throw new ClientError(
+      'device_mismatch',
+      `the devices of ${entry.recipient} kept changing; gave up after ${MAX_MISMATCH_ROUNDS} attempts`,
+    );
+  }
+
+  /** @param {OutboxEntry} entry */
+  async _giveUp(entry) {
+    const update = await this._store.write(['outbox', 'messages'], async (t) => {
+      await req(t.objectStore('outbox').delete(/** @type {number} */ (entry.id)));
+      return entry.primary && entry.messageId !== null ? setStatus(t, entry.messageId, 'failed') : null;
+    });
+    if (update) this._emit('status', update);
+  }
+
+  /**
+   * Answer a DEVICE_MISMATCH: forget extra devices, restart sessions with stale ones,
+   * start sessions with missing ones; keep every other ciphertext as it was. The corrected
+   * payloads replace the outbox entry's in the transaction that stores the new sessions.
+   * @param {OutboxEntry} entry
+   * @param {Send} frame
+   * @param {DeviceMismatch} mismatch
+   */
+  async _correctDevices(entry, frame, mismatch) {
+    const recipient = frame.recipient;
+    const store = this._store;
+    const certificates = await this._fetchDevices(recipient);
+    const stale = new Set(mismatch.stale);
+    const wanted = new Map(
+      [...new Set([...mismatch.missing, ...stale])]
+        .sort((a, b) => a - b)
+        .filter((id) => certificates.has(id)) // else the list changed again: the next round says
+        .map((id) => [id, /** @type {DeviceCertificate} */ (certificates.get(id))]),
+    );
+    const bundles = await this._claimBundles(recipient, wanted, stale);
+    const content = await store.unseal(entry.content, 'outbox');
+    return this._exclusive(async () => {
+      const now = this._clock();
+      const cache = new Map();
+      const fresh = await this._encryptFor({ username: recipient, certificates: wanted, bundles }, content, cache, stale);
+      const sessions = await this._sealSessions(cache, now);
+      const messages = [
+        ...frame.messages.filter((m) => !mismatch.extra.includes(m.deviceId) && !stale.has(m.deviceId)),
+        ...fresh,
+      ].sort((a, b) => a.deviceId - b.deviceId);
+      if (!messages.length) throw new ClientError('unknown_device', `${recipient} has no devices left`);
+      entry.payloads = messages.map(({ deviceId, registrationId, payload }) => ({ deviceId, registrationId, payload }));
+      await store.write(['outbox', 'sessions', 'peerDevices'], async (t) => {
+        for (const id of [...mismatch.extra, ...stale]) await req(t.objectStore('sessions').delete([recipient, id]));
+        for (const id of mismatch.extra) await req(t.objectStore('peerDevices').delete([recipient, id]));
+        for (const row of sessions) await req(t.objectStore('sessions').put(row));
+        for (const certificate of wanted.values()) {
+          await req(t.objectStore('peerDevices').put(peerDeviceRow(recipient, certificate)));
+        }
+        const row = await req(t.objectStore('outbox').get(/** @type {number} */ (entry.id)));
+        if (row) await req(t.objectStore('outbox').put({ ...row, payloads: entry.payloads }));
+      });
+      return new Send({ requestId: 0, recipient, messages });
+    });
+  }
+
+  /**
+   * The account's devices, each certificate verified against its account key, after
+   * checking that key against the identity store (our own device left out), by id.
+   * @param {string} username
+   */
+  async _fetchDevices(username) {
+    const keys = await this._api.accountKeys(username);
+    if (keys.username !== username) {
+      throw new ClientError(LocalCode.BAD_RESPONSE, `asked for ${username}, got ${keys.username}`);
+    }
+    await this._checkIdentityForSending(username, keys.identityKey);
+    /** @type {Map<number, DeviceCertificate>} */
+    const certificates = new Map();
+    for (const entry of [...keys.devices].sort((a, b) => a.deviceId - b.deviceId)) {
+      const where = `${username} device ${entry.deviceId}`;
+      let certificate;
+      try {
+        certificate = DeviceCertificate.decode(entry.certificate);
+        certificate.verify(keys.identityKey);
+      } catch (error) {
+        if (error instanceof ProtocolError) throw ClientError.fromProtocol(error, `certificate of ${where}`);
+        throw error;
+      }
+      if (certificate.deviceId !== entry.deviceId || certificate.registrationId !== entry.registrationId) {
+        throw new ClientError('invalid_value', `${where}: the certificate is for device ${certificate.deviceId}`);
+      }
+      if (username !== this.username || certificate.deviceId !== this.deviceId) {
+        certificates.set(certificate.deviceId, certificate);
+      }
+    }
+    return certificates;
+  }
+
+  /**
+   * @param {string} username
+   * @param {Uint8Array} accountKey
+   */
+  async _checkIdentityForSending(username, accountKey) {
+    if (username === this.username) {
+      if (!constantTimeEqual(accountKey, this._own().accountKey)) {
+        throw new ClientError('untrusted_identity', 'the server lists another identity key for your own account');
+      }
+      return;
+    }
+    if (accountKey.length !== 32) throw new ClientError('bad_key', `${username}'s identity key is not 32 bytes`);
+    const now = this._clock();
+    const { check, changed } = await this._store.write(['identities'], (t) => observeIdentity(t, username, accountKey, now));
+    if (check === 'changed') this._emit('identity-changed', { username });
+    if (changed) {
+      throw new ClientError(
+        'untrusted_identity',
+        `${username}'s identity key has changed; compare safety numbers, then trust ${username} to send again`,
+      );
+    }
+  }
+
+  /**
+   * @param {string} username
+   * @param {DeviceCertificate} certificate
+   */
+  async _hasUsableSession(username, certificate) {
+    const state = (await this._store.loadSession(username, certificate.deviceId))?.current;
+    return Boolean(state?.canSend && constantTimeEqual(state.remoteIdentityKey, certificate.identityKey));
+  }
+
+  /**
+   * Verified bundles for the devices without a usable session (and for `fresh`).
+   * @param {string} username
+   * @param {Map<number, DeviceCertificate>} certificates
+   * @param {Set<number>} [fresh]
+   */
+  async _claimBundles(username, certificates, fresh = new Set()) {
+    const needed = [];
+    for (const [id, certificate] of certificates) {
+      if (fresh.has(id) || !(await this._hasUsableSession(username, certificate))) needed.push(id);
+    }
+    /** @type {Map<number, PreKeyBundle>} */
+    const bundles = new Map();
+    if (!needed.length) return bundles;
+    const claimed = await this._api.claimBundles(username, needed);
+    const accountKey =
+      username === this.username ? this._own().accountKey : (await this._store.get('identities', username))?.accountKey;
+    for (const item of claimed.bundles) {
+      const certificate = certificates.get(item.deviceId);
+      if (!certificate) continue; // not asked for
+      const where = `bundle for ${username} device ${item.deviceId}`;
+      let bundle;
+      try {
+        bundle = PreKeyBundle.decode(item.bundle);
+        bundle.verify();
+      } catch (error) {
+        if (error instanceof ProtocolError) throw ClientError.fromProtocol(error, where);
+        throw error;
+      }
+      if (!accountKey || !constantTimeEqual(bundle.accountIdentityKey, accountKey)) {
+        throw new ClientError('invalid_bundle', `${where}: another account key`);
+      }
+      if (!bytesEqual(bundle.certificate.encode(), certificate.encode())) {
+        throw new ClientError('invalid_bundle', `${where}: not the certificate of the device list`);
+      }
+      bundles.set(item.deviceId, bundle);
+    }
+    const missing = needed.filter((id) => !bundles.has(id));
+    if (missing.length) throw new ClientError('unknown_device', `no prekey bundle for ${username} device(s) ${missing}`);
+    return bundles;
+  }
+
+  // --- receipts ---------------------------------------------------------------------
+
+  /**
+   * After each push: send the receipts owed once the push queue is momentarily empty (a
+   * burst is over), or at once when a sender is owed a full receipt's worth.
+   * @param {string} sender
+   */
+  _receiptsDue(sender) {
+    const owed = (this._owed.get(sender) ?? 0) + 1;
+    this._owed.set(sender, owed);
+    if (!this._relay?.queuedPushes || owed >= MAX_RECEIPT_ITEMS) this._scheduleReceipts();
+  }
+
+  /** Start sending what `receipts` holds (or have the running flush go round again). */
+  _scheduleReceipts() {
+    this._owed.clear();
+    if (this._flushingReceipts) {
+      this._receiptsAgain = true;
+      return;
+    }
+    if (this._receiptTimer !== undefined || !this._relay) return;
+    this._receiptTimer = setTimeout(() => {
+      this._receiptTimer = undefined;
+      this._flushReceipts().catch((error) => this._emitError(error));
+    }, this._receiptDelayMs);
+  }
+
+  /**
+   * Send every receipt owed: per peer, one message per kind and 100 messages named.
+   * Receipts to a peer whose identity key changed wait until trust(). A failure that may
+   * pass (no connection, a busy server) keeps them owed; a refusal that will not (the
+   * account is gone) drops them.
+   */
+  async _flushReceipts() {
+    this._flushingReceipts = true;
+    try {
+      do {
+        this._receiptsAgain = false;
+        if (!this.receiptsEnabled) return;
+        const peers = new Set((await this._store.getAll('receipts')).map((row) => row.peer));
+        for (const peer of peers) {
+          if ((await this._store.get('identities', peer))?.changed) continue;
+          try {
+            await this._sendReceipts(peer);
+          } catch (error) {
+            if (!receiptsMayWait(error)) {
+              await this._store.write(['receipts'], async (t) => {
+                for (const kind of KINDS) await req(t.objectStore('receipts').delete([peer, kind]));
+              });
+            }
+            this._emitError(error);
+          }
+        }
+      } while (this._receiptsAgain && this._relay);
+    } finally {
+      this._flushingReceipts = false;
+    }
+  }
+
+  /**
+   * Encrypt and send what `peer` is owed to `peer`'s devices only: the devices we know
+   * (the relay corrects the list with DEVICE_MISMATCH, as for any send); only an account
+   * we know no device of is looked up first. The receipts commit with their sessions,
+   * their outbox entries and the deletion of what they cover in one transaction, so each
+   * is encrypted exactly once.
+   * @param {string} peer
+   */
+  async _sendReceipts(peer) {
+    const store = this._store;
+    /** @type {Map<number, DeviceCertificate>} */
+    let certificates = new Map(
+      (await store.getAll('peerDevices'))
+        .filter((row) => row.username === peer)
+        .map((row) => [row.deviceId, DeviceCertificate.decode(row.certificate)]),
+    );
+    if (!certificates.size) certificates = await this._fetchDevices(peer);
+    if (!certificates.size) throw new ClientError('unknown_device', `${peer} has no devices`);
+    const target = { username: peer, certificates, bundles: await this._claimBundles(peer, certificates) };
+    const entries = await this._exclusive(async () => {
+      const now = this._clock();
+      let sentAt = await this._nextSentAt(now);
+      const cache = new Map();
+      /** @type {[DeviceMessage[], Uint8Array][]} */
+      const batches = [];
+      for (const kind of KINDS) {
+        const owed = (await store.get('receipts', [peer, kind]))?.sentAts ?? [];
+        for (let i = 0; i < owed.length; i += MAX_RECEIPT_ITEMS, sentAt += 1) {
+          const content = encodeContent(new Receipt(kind, owed.slice(i, i + MAX_RECEIPT_ITEMS), sentAt), true);
+          batches.push([await this._encryptFor(target, content, cache), await store.seal(content, 'outbox')]);
+        }
+      }
+      if (!batches.length) return [];
+      const sessions = await this._sealSessions(cache, now);
+      const lastSentAt = sentAt - 1;
+      const written = await store.write(SENDING_STORES, async (t) => {
+        await req(t.objectStore('config').put(lastSentAt, 'lastSentAt'));
+        for (const kind of KINDS) await req(t.objectStore('receipts').delete([peer, kind]));
+        const all = [];
+        for (const [i, [payloads, content]] of batches.entries()) {
+          all.push(...(await this._addOutbox(t, [target], [payloads], i ? [] : sessions, content, null, null, now)));
+        }
+        return all;
+      });
+      this._config.lastSentAt = lastSentAt;
+      return written;
+    });
+    for (const entry of entries) await this._dispatch(entry);
+  }
+
+  /**
+   * Mark `peer`'s conversation read: incoming messages become 'read' ('status' events)
+   * and, with receipts on, a READ receipt goes to `peer`. Returns how many were marked.
+   * @param {string} peer
+   */
+  async markRead(peer) {
+    peer = normalize(peer);
+    const own = this.username;
+    const receipts = this.receiptsEnabled && peer !== own;
+    const updates = await this._store.write(['messages', 'receipts'], async (t) => {
+      const rows = await req(t.objectStore('messages').index('peer').getAll(peer));
+      const updates = [];
+      const sentAts = [];
+      for (const row of rows) {
+        if (row.direction !== 'in' || row.status !== 'received') continue;
+        row.status = 'read';
+        await req(t.objectStore('messages').put(row));
+        updates.push({ id: String(row.id), peer, status: 'read' });
+        if (row.kind === 'text') sentAts.push(row.sentAt);
+      }
+      if (receipts && sentAts.length) await queueReceipt(t, peer, ReceiptKind.READ, sentAts);
+      return updates;
+    });
+    for (const update of updates) this._emit('status', update);
+    if (receipts && updates.length) this._scheduleReceipts();
+    return updates.length;
+  }
+
+  /** @param {boolean} on */
+  async setReceipts(on) {
+    await this._setConfig({ receipts: Boolean(on) });
+    if (!on) await this._store.write(['receipts'], (t) => req(t.objectStore('receipts').clear()));
+  }
+
+  // --- prekeys ----------------------------------------------------------------------
+
+  async _maintainPrekeys() {
+    const now = this._clock();
+    await this._purgeRetired(now);
+    const signed = (await this._store.getAll('prekeys')).filter((row) => row.kind === 'signed' && row.retiredAt === null);
+    const newest = Math.max(0, ...signed.map((row) => row.createdAt));
+    if (!signed.length || now - newest >= WEEK_MS) await this.rotatePrekeys();
+    await this._topUp(false);
+  }
+
+  /**
+   * Upload 100 one-time prekeys of each kind that runs low: below the server's low
+   * watermark, or (`force`, after a PREKEYS_LOW notice) below 100, so that a second notice
+   * already answered uploads nothing. Never past the server's maximum. One at a time.
+   * @param {boolean} force
+   */
+  _topUp(force) {
+    this._toppingUp ??= this._doTopUp(force).finally(() => {
+      this._toppingUp = null;
+    });
+    return this._toppingUp;
+  }
+
+  /** @param {boolean} force */
+  async _doTopUp(force) {
+    const store = this._store;
+    const counts = await this._api.prekeyCounts();
+    const wanted = (/** @type {number} */ have) =>
+      have >= (force ? PREKEY_BATCH : counts.lowWatermark) ? 0 : Math.max(0, Math.min(PREKEY_BATCH, counts.maxStored - have));
+    const oneTimeIds = await store.reserveKeyIds('one_time', wanted(counts.oneTimePrekeys));
+    const kemIds = await store.reserveKeyIds('kem', wanted(counts.kemPrekeys));
+    if (!oneTimeIds.length && !kemIds.length) return;
+    const device = this._own();
+    const oneTime = await this._generate(oneTimeIds, (id) => OneTimePreKeyPair.generate(id));
+    const kem = await this._generate(kemIds, (id) => KemPreKeyPair.generate(device, id, false));
+    const now = this._clock();
+    const rows = await Promise.all([
+      ...oneTime.map((pair) => store.sealPrekey('one_time', pair.public.keyId, pair.privateKey)),
+      ...kem.map((pair) => store.sealPrekey('kem', pair.public.keyId, pair.seed, { lastResort: false, createdAt: now })),
+    ]);
+    // Private halves first: the server may hand out a public half the moment it has it.
+    await store.write(['prekeys'], async (t) => {
+      for (const row of rows) await req(t.objectStore('prekeys').put(row));
+    });
+    try {
+      await this._api.uploadPrekeys(
+        oneTime.map((pair) => pair.public.encode()),
+        kem.map((pair) => pair.public.encode()),
+      );
+    } catch (error) {
+      if (refused(error)) {
+        // The server certainly holds none of them.
+        await store.write(['prekeys'], async (t) => {
+          for (const row of rows) await req(t.objectStore('prekeys').delete([row.kind, row.keyId]));
+        });
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Replace the signed prekey and the last-resort KEM prekey. The replaced private keys
+   * stay 7 days, for PreKeyMessages made from a bundle claimed before the rotation.
+   */
+  async rotatePrekeys() {
+    const store = this._store;
+    const device = this._own();
+    const [signedId] = await store.reserveKeyIds('signed', 1);
+    const [kemId] = await store.reserveKeyIds('kem', 1);
+    const signed = SignedPreKeyPair.generate(device, signedId);
+    const lastResort = KemPreKeyPair.generate(device, kemId, true);
+    const now = this._clock();
+    const rows = await Promise.all([
+      store.sealPrekey('signed', signedId, signed.privateKey, { createdAt: now }),
+      store.sealPrekey('kem', kemId, lastResort.seed, { lastResort: true, createdAt: now }),
+    ]);
+    await store.write(['prekeys'], async (t) => {
+      for (const row of rows) await req(t.objectStore('prekeys').put(row));
+    });
+    try {
+      await this._api.putSignedPrekey(signed.public.encode());
+    } catch (error) {
+      if (refused(error)) await store.write(['prekeys'], (t) => req(t.objectStore('prekeys').delete(['signed', signedId])));
+      throw error;
+    }
+    await this._retire((row) => row.kind === 'signed' && row.keyId !== signedId, now);
+    await this._api.putLastResortKemPrekey(lastResort.public.encode());
+    await this._retire((row) => row.kind === 'kem' && row.lastResort && row.keyId !== kemId, now);
+  }
+
+  /**
+   * Start the 7 days of grace of the live prekeys `which` selects.
+   * @param {(row: any) => boolean} which
+   * @param {number} now
+   */
+  _retire(which, now) {
+    return this._store.write(['prekeys'], async (t) => {
+      const prekeys = t.objectStore('prekeys');
+      for (const row of await req(prekeys.getAll())) {
+        if (row.retiredAt === null && which(row)) await req(prekeys.put({ ...row, retiredAt: now }));
+      }
+    });
+  }
+
+  /** @param {number} now */
+  _purgeRetired(now) {
+    return this._store.write(['prekeys'], async (t) => {
+      const prekeys = t.objectStore('prekeys');
+      for (const row of await req(prekeys.getAll())) {
+        if (row.retiredAt !== null && row.retiredAt < now - WEEK_MS) await req(prekeys.delete([row.kind, row.keyId]));
+      }
+    });
+  }
+
+  // --- identities -------------------------------------------------------------------
+
+  /**
+   * What this browser knows of `username`'s identity key (null: never seen).
+   * @param {string} username
+   * @returns {Promise<{accountKeyHex: string, changed: boolean, verified: boolean} | null>}
+   */
+  async identity(username) {
+    const row = await this._store.get('identities', normalize(username));
+    return row ? { accountKeyHex: toHex(row.accountKey), changed: row.changed, verified: row.verified } : null;
+  }
+
+  /**
+   * The safety number with `username`, for comparing in person or by QR code. An account
+   * never seen before is looked up on the server first (and its key stored, as on first
+   * contact).
+   * @param {string} username
+   */
+  async safetyNumber(username) {
+    username = normalize(username);
+    const device = this._own();
+    if (username === this.username) {
+      throw new ClientError('invalid_value', 'a safety number needs another account than your own');
+    }
+    let row = await this._store.get('identities', username);
+    if (!row) {
+      await this._fetchDevices(username);
+      row = await this._store.get('identities', username);
+    }
+    const number = safetyNumber(/** @type {string} */ (this.username), device.accountKey, username, row.accountKey);
+    return { digits: number.digits, groups: number.groups(), qrPayload: number.qrPayload };
+  }
+
+  /**
+   * Accept `username`'s current identity key: clears the changed flag, so sending to them
+   * works again; `verified: true` also records that safety numbers matched.
+   * @param {string} username
+   * @param {{verified?: boolean}} [options]
+   */
+  async trust(username, { verified = false } = {}) {
+    username = normalize(username);
+    const known = await this._store.write(['identities'], async (t) => {
+      const row = await req(t.objectStore('identities').get(username));
+      if (row) await req(t.objectStore('identities').put({ ...row, changed: false, verified: verified || row.verified }));
+      return Boolean(row);
+    });
+    if (!known) {
+      throw new ClientError(
+        'unknown_account',
+        `no identity key on record for ${username}; send to them or look up the safety number first`,
+      );
+    }
+    this._scheduleReceipts(); // receipts held back by the change
+  }
+
+  // --- history ----------------------------------------------------------------------
+
+  /** @param {any} row */
+  async _public(row) {
+    return publicMessage(row, row.text ? await this._store.unsealText(row.text, 'message') : null);
+  }
+
+  /**
+   * The conversation with `peer`, oldest first.
+   * @param {string} peer
+   * @returns {Promise<Message[]>}
+   */
+  async messages(peer) {
+    const rows = await this._store.getAll('messages', { index: 'peer', query: normalize(peer) });
+    return Promise.all(rows.map((row) => this._public(row)));
+  }
+
+  /**
+   * Every conversation, the most recent first, with its last message and the number of
+   * incoming messages not yet marked read.
+   * @returns {Promise<{peer: string, lastMessage: Message, unread: number}[]>}
+   */
+  async conversations() {
+    /** @type {Map<string, {last: any, unread: number}>} */
+    const byPeer = new Map();
+    for (const row of await this._store.getAll('messages')) {
+      const entry = byPeer.get(row.peer) ?? { last: row, unread: 0 };
+      entry.last = row;
+      if (row.direction === 'in' && row.status === 'received') entry.unread += 1;
+      byPeer.set(row.peer, entry);
+    }
+    const sorted = [...byPeer].sort((a, b) => b[1].last.id - a[1].last.id);
+    return Promise.all(
+      sorted.map(async ([peer, { last, unread }]) => ({ peer, lastMessage: await this._public(last), unread })),
+    );
+  }
+}

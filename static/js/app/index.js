@@ -1,0 +1,54 @@
+// @ts-check
+/**
+ * The web client's logic, without DOM: import `WebClient` and drive it from the page.
+ *
+ *     const client = await WebClient.open();          // IndexedDB "sealpost"
+ *     if (!client.registered) await client.register('alice', password);
+ *     client.addEventListener('message', (e) => show(e.detail.message));
+ *     await client.connect();
+ *     await client.sendText('bob', 'hello');
+ *
+ * `WebClient` (client.js) API:
+ *
+ *   static open({baseUrl = location.origin}) -> WebClient   loads the state from IndexedDB
+ *   registered, linked, username, deviceId, connectionState ('offline'|'connecting'|'online'),
+ *   receiptsEnabled                                          getters
+ *   register(username, password, {deviceName = 'Web browser'})   'progress' events meanwhile
+ *   login(username, password)      not_linked unless this browser holds that account's device
+ *   logout()                       ends the web session; keys and history stay (registered
+ *                                  is false until login())
+ *   connect(), close()
+ *   sendText(username, text) -> Message   once the server accepted it ('sent')
+ *   conversations() -> [{peer, lastMessage, unread}]   most recent first
+ *   messages(peer) -> [Message]                          oldest first
+ *   markRead(peer)                 incoming → 'read', and a READ receipt (if receipts on)
+ *   safetyNumber(username) -> {digits, groups, qrPayload}
+ *   identity(username) -> {accountKeyHex, changed, verified} | null
+ *   trust(username, {verified = false})
+ *   setReceipts(on)
+ *   rotatePrekeys()                (connect() does it when the signed prekey is 7 days old)
+ *
+ * Message: {id (string), peer, direction 'in'|'out', kind 'text'|'undecryptable', text,
+ * sentAt (ms), status, senderDevice, serverTime, code?}. Outgoing status: 'pending' →
+ * 'sent' → 'delivered' → 'read' (never backwards), or 'failed'. Incoming: 'received' →
+ * 'read'. Undecryptable entries have text null and `code`, the reason (a protocol slug).
+ *
+ * Events (CustomEvent, fields in `detail`):
+ *   'message' {message}        a text stored: incoming, or outgoing once stored ('pending');
+ *                              the message's id identifies it in later 'status' events
+ *   'status' {id, peer, status}
+ *   'undecryptable' {message}  an envelope that could not be read, stored and acknowledged
+ *   'identity-changed' {username}
+ *   'connection' {state}
+ *   'progress' {done, total}   key generation during register()
+ *   'error' {code, message}    a failure in the background (outbox, receipts, prekeys)
+ *
+ * Every error thrown is a ClientError {code, message, fields, status}: `code` is a protocol
+ * ErrorCode slug ('untrusted_identity', 'unknown_account', ...) or a LocalCode.
+ */
+
+export { WebClient, DEVICE_ID } from './client.js';
+export { ClientError, LocalCode, asClientError } from './errors.js';
+export { Api, toBase64, fromBase64 } from './api.js';
+export { Relay, backoffDelay, relayUrl, SUBPROTOCOL, TOKEN_PREFIX, REVOKED_CLOSE_CODE } from './relay.js';
+export { Store, DB_NAME, DB_VERSION, req } from './store.js';

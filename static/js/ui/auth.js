@@ -1,0 +1,97 @@
+// @ts-check
+/**
+ * The sign-up and log-in pages. Sign-up makes the account's keys in this browser (a few
+ * seconds on a slow phone: a progress bar shows the prekeys being made) and uploads only
+ * the public halves.
+ */
+
+import { byId, listen, show } from './dom.js';
+import { describeError } from './errors.js';
+
+const CHAT_URL = '/chat';
+const USERNAME = /^[a-z][a-z0-9_]{2,31}$/;
+
+/**
+ * @param {any} client a WebClient
+ */
+export function signupPage(client) {
+  const form = /** @type {HTMLFormElement} */ (byId('signup-form'));
+  const error = byId('form-error');
+  const progress = byId('keygen');
+  const bar = /** @type {HTMLProgressElement} */ (byId('keygen-bar'));
+  const label = byId('keygen-label');
+
+  listen(client, 'progress', (/** @type {{done: number, total: number}} */ { done, total }) => {
+    bar.max = total || 1;
+    bar.value = done;
+    label.textContent = `Generating your keys in this browser… ${done} of ${total}`;
+  });
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    error.textContent = '';
+    const username = /** @type {HTMLInputElement} */ (byId('username')).value.trim().toLowerCase();
+    const password = /** @type {HTMLInputElement} */ (byId('password')).value;
+    const deviceName = /** @type {HTMLInputElement} */ (byId('device-name')).value.trim() || 'Web browser';
+    const accepted = /** @type {HTMLInputElement} */ (byId('accept')).checked;
+    if (!USERNAME.test(username)) {
+      error.textContent = describeError({ code: 'invalid_username' });
+      return;
+    }
+    if (password.length < 8) {
+      error.textContent = 'Choose a password of at least 8 characters.';
+      return;
+    }
+    if (!accepted) {
+      error.textContent = 'Please read the privacy notice and tick the box to continue.';
+      return;
+    }
+    setBusy(form, true);
+    show(progress, true);
+    try {
+      await client.register(username, password, { deviceName });
+      location.assign(CHAT_URL);
+    } catch (failure) {
+      error.textContent = describeError(failure);
+      show(progress, false);
+      setBusy(form, false);
+    }
+  });
+}
+
+/**
+ * @param {any} client a WebClient
+ */
+export function loginPage(client) {
+  const form = /** @type {HTMLFormElement} */ (byId('login-form'));
+  const error = byId('form-error');
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    error.textContent = '';
+    const username = /** @type {HTMLInputElement} */ (byId('username')).value.trim().toLowerCase();
+    const password = /** @type {HTMLInputElement} */ (byId('password')).value;
+    if (!username || !password) {
+      error.textContent = 'Enter your username and password.';
+      return;
+    }
+    setBusy(form, true);
+    try {
+      await client.login(username, password);
+      location.assign(CHAT_URL);
+    } catch (failure) {
+      error.textContent = describeError(failure);
+      setBusy(form, false);
+    }
+  });
+}
+
+/**
+ * @param {HTMLFormElement} form
+ * @param {boolean} busy
+ */
+function setBusy(form, busy) {
+  form.setAttribute('aria-busy', String(busy));
+  for (const control of form.elements) {
+    if (control instanceof HTMLInputElement || control instanceof HTMLButtonElement) control.disabled = busy;
+  }
+}
