@@ -11,6 +11,13 @@ refer to the messages they acknowledge. Bodies by type:
                  is removed)
     RECEIPT (2)  kind u8 (1 delivered, 2 read) | count varint (1..MAX_RECEIPT_ITEMS) |
                  count × sent_at varint of the acknowledged messages
+    SENT (3)     to our own other devices, what this device sent to someone:
+                 destination str (username) | the text, to the end
+    HISTORY (4)  one chunk of conversation history for a newly linked device:
+                 transfer_id[16] | index varint | total varint (1..MAX_HISTORY_CHUNKS) |
+                 records bytes, where records = count varint | count × HistoryRecord
+                 HistoryRecord = peer str | direction u8 (0 in, 1 out) | sent_at varint |
+                                 text str
 
 Receipts are end-to-end encrypted like any message: the server never learns that a
 message was delivered or read. Later types (attachments, group control) add their own.
@@ -23,15 +30,23 @@ from enum import IntEnum
 
 from .encoding import Reader, Writer, encode_utf8
 from .errors import ErrorCode, ProtocolError
-from .limits import MAX_TEXT_BYTES
+from .identifiers import check_username
+from .limits import MAX_TEXT_BYTES, MAX_USERNAME_BYTES
 from .padding import pad, unpad
 
 MAX_RECEIPT_ITEMS = 100
+MAX_HISTORY_CHUNKS = 10_000
+HISTORY_TRANSFER_ID_BYTES = 16
+# A history chunk's records stay below this, so a chunk fits one envelope (96 KiB) with
+# room for the ratchet header, padding and the frame.
+MAX_HISTORY_CHUNK_BYTES = 64 * 1024
 
 
 class ContentType(IntEnum):
     TEXT = 1
     RECEIPT = 2
+    SENT = 3
+    HISTORY = 4
 
 
 class ReceiptKind(IntEnum):
@@ -52,7 +67,63 @@ class Receipt:
     sent_at_ms: int
 
 
-Content = Text | Receipt
+@dataclass(frozen=True, slots=True)
+class SentTranscript:
+    """A copy, for our own other devices, of a text this device sent to ``destination``."""
+
+    destination: str
+    body: str
+    sent_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    peer: str
+    outgoing: bool
+    sent_at_ms: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryChunk:
+    transfer_id: bytes
+    index: int  # 0-based
+    total: int
+    records: tuple[HistoryRecord, ...]
+    sent_at_ms: int
+
+
+Content = Text | Receipt | SentTranscript | HistoryChunk
+
+
+def encode_history_records(records: tuple[HistoryRecord, ...]) -> bytes:
+    w = Writer().varint(len(records))
+    for record in records:
+        w.str_(check_username(record.peer)).u8(1 if record.outgoing else 0)
+        w.varint(record.sent_at_ms).str_(record.text)
+    return w.getvalue()
+
+
+def split_history(
+    records: list[HistoryRecord], transfer_id: bytes, sent_at_ms: int
+) -> list[HistoryChunk]:
+    """Cut history into chunks whose records stay under MAX_HISTORY_CHUNK_BYTES each, in
+    order. A single record larger than that (a text near MAX_TEXT_BYTES) gets its own."""
+    groups: list[list[HistoryRecord]] = [[]]
+    size = 0
+    for record in records:
+        record_size = len(encode_history_records((record,)))
+        if groups[-1] and size + record_size > MAX_HISTORY_CHUNK_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(record)
+        size += record_size
+    if len(groups) > MAX_HISTORY_CHUNKS:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"history of {len(groups)} chunks")
+    return [
+        HistoryChunk(transfer_id, index, len(groups), tuple(group), sent_at_ms)
+        for index, group in enumerate(groups)
+    ]
 
 
 def encode_content(content: Content, hide_length: bool = False) -> bytes:
@@ -65,6 +136,22 @@ def encode_content(content: Content, hide_length: bool = False) -> bytes:
                     ErrorCode.TOO_LARGE, f"text of {len(body)} bytes is above {MAX_TEXT_BYTES}"
                 )
             w.u8(ContentType.TEXT).varint(content.sent_at_ms).raw(body)
+        case SentTranscript():
+            body = encode_utf8(content.body)
+            if len(body) > MAX_TEXT_BYTES:
+                raise ProtocolError(
+                    ErrorCode.TOO_LARGE, f"text of {len(body)} bytes is above {MAX_TEXT_BYTES}"
+                )
+            w.u8(ContentType.SENT).varint(content.sent_at_ms)
+            w.str_(check_username(content.destination)).raw(body)
+        case HistoryChunk():
+            if len(content.transfer_id) != HISTORY_TRANSFER_ID_BYTES:
+                raise ProtocolError(ErrorCode.INVALID_VALUE, "transfer_id must be 16 bytes")
+            if not 0 <= content.index < content.total <= MAX_HISTORY_CHUNKS:
+                raise ProtocolError(ErrorCode.INVALID_VALUE, "history chunk index out of range")
+            w.u8(ContentType.HISTORY).varint(content.sent_at_ms).raw(content.transfer_id)
+            w.varint(content.index).varint(content.total)
+            w.bytes_(encode_history_records(content.records))
         case Receipt():
             items = content.message_sent_at_ms
             if not 1 <= len(items) <= MAX_RECEIPT_ITEMS:
@@ -105,4 +192,32 @@ def decode_content(plaintext: bytes) -> Content:
             items = tuple(r.varint("receipt sent_at") for _ in range(count))
             r.end("receipt")
             return Receipt(receipt_kind, items, sent_at)
+        case ContentType.SENT:
+            destination = check_username(r.str_("destination", MAX_USERNAME_BYTES))
+            body = r.rest()
+            if len(body) > MAX_TEXT_BYTES:
+                raise ProtocolError(ErrorCode.TOO_LARGE, f"text of {len(body)} bytes")
+            try:
+                return SentTranscript(destination, body.decode("utf-8"), sent_at)
+            except UnicodeDecodeError:
+                raise ProtocolError(ErrorCode.INVALID_UTF8, "text is not valid UTF-8") from None
+        case ContentType.HISTORY:
+            transfer_id = r.fixed(HISTORY_TRANSFER_ID_BYTES, "transfer_id")
+            index = r.varint("chunk index")
+            total = r.varint("chunk total", maximum=MAX_HISTORY_CHUNKS)
+            if not index < total:
+                raise ProtocolError(ErrorCode.INVALID_VALUE, "history chunk index out of range")
+            records_reader = Reader(r.bytes_("records", MAX_HISTORY_CHUNK_BYTES + MAX_TEXT_BYTES))
+            r.end("history chunk")
+            records = []
+            for _ in range(records_reader.varint("record count", maximum=MAX_HISTORY_CHUNK_BYTES)):
+                peer = check_username(records_reader.str_("peer", MAX_USERNAME_BYTES))
+                direction = records_reader.u8("direction")
+                if direction > 1:
+                    raise ProtocolError(ErrorCode.INVALID_VALUE, "direction must be 0 or 1")
+                record_sent_at = records_reader.varint("record sent_at")
+                text = records_reader.str_("text", MAX_TEXT_BYTES)
+                records.append(HistoryRecord(peer, bool(direction), record_sent_at, text))
+            records_reader.end("history records")
+            return HistoryChunk(transfer_id, index, total, tuple(records), sent_at)
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown content type {kind}")

@@ -42,6 +42,7 @@ class ErrorCode(IntEnum):
     UNTRUSTED_IDENTITY = 206  # the peer's account identity key changed
     PREKEY_NOT_FOUND = 207  # a prekey message names a prekey we no longer have
     INVALID_BUNDLE = 208  # a prekey bundle that fails verification
+    UNSIGNED_DEVICE = 209  # a device its account's signed device list does not name
 
     # 3xx: accounts, devices and keys (REST API).
     UNAUTHORIZED = 300  # missing, wrong or revoked credentials

@@ -101,7 +101,7 @@ test('Python decodes what JS encodes, and both refuse the same malformed receipt
     ['02000101' + 'ff' + '80', 'truncated'], // 0xff starts a varint that never ends
     ['020001010100' + '80', 'trailing_bytes'], // a byte after the last item
     ['02000102' + '01' + '80', 'truncated'], // count 2, one item
-    ['0300' + '80', 'unknown_type'], // unknown content type 3
+    ['0900' + '80', 'unknown_type'], // unknown content type 9
     ['02' + '80', 'truncated'], // no sent_at (it is read before the type is looked at)
     ['0200' + '80', 'truncated'], // no receipt kind
     ['0200018200' + '0101' + '80', 'non_minimal_varint'], // count 2 spelt in two bytes

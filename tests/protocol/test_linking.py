@@ -115,3 +115,33 @@ def test_device_list_must_be_sorted_without_repeats() -> None:
     with pytest.raises(ProtocolError) as info:
         swapped.encode()
     assert info.value.code is ErrorCode.INVALID_VALUE
+
+
+def test_sent_transcripts_and_history_chunks_round_trip() -> None:
+    from protocol.content import (
+        MAX_HISTORY_CHUNK_BYTES,
+        HistoryRecord,
+        SentTranscript,
+        decode_content,
+        encode_content,
+        split_history,
+    )
+
+    sent = SentTranscript("bob", "hi bob ✓", 1_795_000_000_000)
+    assert decode_content(encode_content(sent, hide_length=True)) == sent
+
+    records = [
+        HistoryRecord("bob" if i % 2 else "carol", bool(i % 3), 1_795_000_000_000 + i, "x" * 900)
+        for i in range(300)
+    ]
+    chunks = split_history(records, b"T" * 16, 1_795_000_000_999)
+    assert len(chunks) > 1 and {c.total for c in chunks} == {len(chunks)}
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    rebuilt = []
+    for chunk in chunks:
+        encoded = encode_content(chunk)
+        assert len(encoded) < MAX_HISTORY_CHUNK_BYTES + 1024
+        decoded = decode_content(encoded)
+        assert decoded == chunk
+        rebuilt.extend(decoded.records)  # type: ignore[union-attr]
+    assert rebuilt == records
