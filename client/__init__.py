@@ -35,9 +35,32 @@ ws_connector=..., backoff=None, ping_interval=25.0, clock=time.time, rng=...)``
 ``registered``, ``username``, ``device_id``, ``account_key``, ``config``
     Who this home is (the last four raise NOT_REGISTERED before ``register``).
 
+``on_event`` (constructor keyword or attribute)
+    Called with events that happen outside ``receive()``: ``DeviceRefused`` while sending.
+    Without it they are logged as warnings.
+
 ``await register(server_url, username, password, *, device_name="Python client")``
     Generates the account identity key, device 1's keys, a signed prekey, a last-resort
-    KEM prekey and 100 one-time prekeys of each kind; signs up; stores everything.
+    KEM prekey and 100 one-time prekeys of each kind, and the account's signed device list
+    (version 1, naming device 1); signs up; stores everything.
+
+Several devices per account (docs/api.md, "Several devices per account")
+    ``await link_new_device(server_url, *, show_code, device_name=..., timeout=600)`` makes
+    an empty home another device of an existing account: it hands the link code
+    (``protocol.provisioning.LinkCode``: ``.text()`` for text and QR) to ``show_code`` and
+    waits for ``await approve_link(code, *, history_bytes=1 MiB, timeout=600)`` on a device
+    of the account, which seals the account key and a link token to the code, waits for the
+    new device to appear in the signed device list, and sends it the newest texts (up to
+    ``history_bytes`` of records; 0: none) as HISTORY chunks, which the new device's
+    ``receive()`` imports as one ``HistoryImported``. Returns ``LinkedDevice(username,
+    device_id, history_follows)`` / ``LinkApproved(device_ids, history_messages,
+    history_chunks)``. ``await list_devices()``, ``await rename_device(id, name)`` and
+    ``await revoke_device(id) -> bool`` (True: it was this device, whose home is then
+    unusable) manage the account's devices; linking and revoking sign a new device list.
+    Every device fetch checks the account's signed device list: only devices it names
+    (with the certificate shown) are encrypted to; any other is reported as
+    ``DeviceRefused`` and, if the relay insists on it, the send fails with
+    UNSIGNED_DEVICE; a list older than one already seen fails the send (INVALID_VALUE).
 
 ``await connect()``
     Opens the relay connection (``send_text`` and ``receive`` call it for you), tops up
@@ -45,8 +68,8 @@ ws_connector=..., backoff=None, ping_interval=25.0, clock=time.time, rng=...)``
     and resends what the outbox kept from an earlier run. Reconnects by itself afterwards.
 
 ``await send_text(username, text) -> int``
-    Encrypts once per device of ``username`` (and once per other device of our own
-    account), stores the sessions and the outbox entry in one transaction, sends, and
+    Encrypts once per device of ``username`` (and a SENT transcript once per other device
+    of our own account), stores the sessions and the outbox entry in one transaction, sends, and
     returns the local message id once the server accepted it. Its sent_at (the sender's
     clock, inside the encryption) is ``max(now, previous + 1)``: unique per device and
     increasing, so that (sender, sent_at) names this one message, which is how receipts
@@ -55,8 +78,9 @@ ws_connector=..., backoff=None, ping_interval=25.0, clock=time.time, rng=...)``
     identity key is flagged as changed.
 
 ``async for event in receive(*, wait=0.0)``
-    Yields ``MessageReceived``, ``UndecryptableMessage``, ``IdentityChanged`` and
-    ``MessageStatusChanged`` as envelopes arrive; each is stored and acknowledged before
+    Yields ``MessageReceived``, ``UndecryptableMessage``, ``IdentityChanged``,
+    ``MessageStatusChanged``, ``SentByMe`` and ``HistoryImported`` as envelopes arrive;
+    each is stored and acknowledged before
     it is yielded. Stops after the server's QUEUE_EMPTY plus ``wait`` quiet seconds
     (``wait=None``: never), once the receipts owed are sent (waiting 10 s at most).
     ``handle_push(frame)`` is the same for one frame.
@@ -103,17 +127,26 @@ server_time_ms, seq, message_id)``, ``IdentityChanged(username, device,
 server_time_ms)`` and ``MessageStatusChanged(peer, message_id, status)`` (status
 "delivered" or "read"). ``sent_at_ms`` is the sender's clock, carried inside the encryption;
 ``server_time_ms`` is when the relay accepted the envelope; ``message_id`` is the id in
-``messages()``. A message from another device of our own account (the copy of what it
-sent) arrives as ``MessageReceived`` with ``from_`` set to our own username: the content
-format does not yet say whom it was sent to.
+``messages()``. What another device of our own account sends arrives as its SENT transcript:
+``SentByMe(destination, text, sent_at_ms, device, message_id)``, stored as our outgoing
+message (status "sent") in the conversation with ``destination``. ``HistoryImported(count)``
+says the history a linked device was sent is in ``messages()`` (imported messages are not
+reported one by one; incoming ones count as read, and they follow, in ``messages()``, what
+arrived before the import). ``DeviceRefused(username, device_id, reason)`` goes to
+``on_event``.
 """
 
 from .core import (
     Client,
+    DeviceRefused,
     Event,
+    HistoryImported,
     IdentityChanged,
+    LinkApproved,
+    LinkedDevice,
     MessageReceived,
     MessageStatusChanged,
+    SentByMe,
     UndecryptableMessage,
 )
 from .errors import LocalErrorCode, SealpostError
@@ -121,12 +154,17 @@ from .store import StoredMessage
 
 __all__ = [
     "Client",
+    "DeviceRefused",
     "Event",
+    "HistoryImported",
     "IdentityChanged",
+    "LinkApproved",
+    "LinkedDevice",
     "LocalErrorCode",
     "MessageReceived",
     "MessageStatusChanged",
     "SealpostError",
+    "SentByMe",
     "StoredMessage",
     "UndecryptableMessage",
 ]

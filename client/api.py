@@ -1,4 +1,4 @@
-"""Async client for the REST API of docs/api.md (accounts, devices, keys).
+"""Async client for the REST API of docs/api.md (accounts, devices, keys, linking).
 
 Binary values are ``bytes`` here and base64 only on the wire (fields named ``*_b64``).
 Every failure is a ``SealpostError``: the server's ``{code, message, fields}`` keeps its
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -24,6 +25,7 @@ from protocol.errors import ErrorCode
 from .errors import LocalErrorCode, SealpostError
 
 DEFAULT_TIMEOUT = 30.0
+MAX_PROVISIONING_WAIT = 30  # seconds the server holds GET /api/v1/provisioning/{address}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +56,13 @@ class DeviceEntry:
 
 @dataclass(frozen=True, slots=True)
 class AccountKeys:
-    """``GET /api/v1/accounts/{username}/keys``: the identity key and device list."""
+    """``GET /api/v1/accounts/{username}/keys``: the identity key, the devices the server
+    serves, and the account's signed device list (``None`` if the server sent none)."""
 
     username: str
     identity_key: bytes
     devices: tuple[DeviceEntry, ...]
+    device_list: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,14 @@ class PreKeyCounts:
     kem_prekeys: int
     low_watermark: int
     max_stored: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expiring:
+    """A provisioning address or a link token, with the server's expiry time."""
+
+    value: str
+    expires_at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,23 +158,28 @@ class Api:
     # --- accounts -----------------------------------------------------------------------
 
     async def create_account(
-        self, username: str, password: str, identity_key: bytes, device: DeviceUpload
+        self,
+        username: str,
+        password: str,
+        identity_key: bytes,
+        device: DeviceUpload,
+        device_list: bytes,
     ) -> Registration:
         body = {
             "username": username,
             "password": password,
             "identity_key_b64": _b64(identity_key),
             "device": _device_body(device),
+            "device_list_b64": _b64(device_list),
         }
-        data = _object(await self._request("POST", "/api/v1/accounts", json=body))
-        return Registration(
-            username=_str(data, "username"),
-            device_id=_int(data, "device_id"),
-            token=_str(data, "token"),
-        )
+        return _registration(await self._request("POST", "/api/v1/accounts", json=body))
 
-    async def account_keys(self, username: str) -> AccountKeys:
-        data = _object(await self._request("GET", f"/api/v1/accounts/{_path(username)}/keys"))
+    async def account_keys(self, username: str, *, bearer: str | None = None) -> AccountKeys:
+        """``bearer`` replaces this object's token for this one request (a device being
+        linked has only its link token)."""
+        data = _object(
+            await self._request("GET", f"/api/v1/accounts/{_path(username)}/keys", bearer=bearer)
+        )
         devices = tuple(
             DeviceEntry(
                 device_id=_int(item, "device_id"),
@@ -171,7 +188,12 @@ class Api:
             )
             for item in _list_of_objects(data, "devices")
         )
-        return AccountKeys(_str(data, "username"), _bytes(data, "identity_key_b64"), devices)
+        # null or "" (an account from before device lists): no list to check against.
+        has_list = data.get("device_list_b64") not in (None, "")
+        device_list = _bytes(data, "device_list_b64") if has_list else None
+        return AccountKeys(
+            _str(data, "username"), _bytes(data, "identity_key_b64"), devices, device_list
+        )
 
     async def claim_bundles(
         self, username: str, device_ids: Sequence[int] | None = None
@@ -190,22 +212,68 @@ class Api:
         )
         return ClaimedBundles(_str(data, "username"), _bytes(data, "identity_key_b64"), bundles)
 
+    # --- linking a device ---------------------------------------------------------------
+
+    async def create_provisioning_address(self) -> Expiring:
+        """New device: a provisioning address (no authentication)."""
+        data = _object(await self._request("POST", "/api/v1/provisioning", json={}))
+        return Expiring(_str(data, "address"), _str(data, "expires_at"))
+
+    async def wait_for_provisioning(self, address: str, wait: float) -> bytes | None:
+        """New device: the sealed provisioning message, or None if ``wait`` seconds passed
+        without one (the server holds the request that long)."""
+        seconds = max(0, min(MAX_PROVISIONING_WAIT, math.ceil(wait)))
+        data = await self._request(
+            "GET",
+            f"/api/v1/provisioning/{_path(address)}",
+            params={"wait": str(seconds)},
+            timeout=seconds + DEFAULT_TIMEOUT,
+        )
+        if data is None:  # 204: nothing yet
+            return None
+        return _bytes(_object(data), "sealed_b64")
+
+    async def create_link_token(self) -> Expiring:
+        """Existing device: a single-use token that lets one new device join the account."""
+        data = _object(await self._request("POST", "/api/v1/devices/link-tokens", json={}))
+        return Expiring(_str(data, "link_token"), _str(data, "expires_at"))
+
+    async def put_provisioning(self, address: str, sealed: bytes) -> None:
+        """Existing device: leave the sealed provisioning message at the new device's address."""
+        await self._request(
+            "PUT", f"/api/v1/provisioning/{_path(address)}", json={"sealed_b64": _b64(sealed)}
+        )
+
+    async def add_linked_device(
+        self, username: str, link_token: str, device: DeviceUpload, device_list: bytes
+    ) -> Registration:
+        """New device: register with the link token (no bearer token)."""
+        body = {
+            "username": username,
+            "link_token": link_token,
+            "device": _device_body(device),
+            "device_list_b64": _b64(device_list),
+        }
+        return _registration(await self._request("POST", "/api/v1/devices", json=body))
+
     # --- the calling device ---------------------------------------------------------------
 
     async def devices(self) -> list[OwnDevice]:
         data = await self._request("GET", "/api/v1/devices")
         if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
             raise _bad_response("GET /api/v1/devices: expected a list of objects")
-        return [
-            OwnDevice(
-                device_id=_int(item, "device_id"),
-                name=_str(item, "name"),
-                created_at=_str(item, "created_at"),
-                last_seen_at=_optional_str(item, "last_seen_at"),
-                current=_bool(item, "current"),
-            )
-            for item in data
-        ]
+        return [_own_device(item) for item in data]
+
+    async def rename_device(self, device_id: int, name: str) -> OwnDevice:
+        data = await self._request("PATCH", f"/api/v1/devices/{device_id}", json={"name": name})
+        return _own_device(_object(data))
+
+    async def revoke_device(self, device_id: int, device_list: bytes) -> None:
+        await self._request(
+            "DELETE",
+            f"/api/v1/devices/{device_id}",
+            json={"device_list_b64": _b64(device_list)},
+        )
 
     async def prekey_counts(self) -> PreKeyCounts:
         return _counts(await self._request("GET", "/api/v1/devices/self/prekeys"))
@@ -235,10 +303,27 @@ class Api:
 
     # --- plumbing -----------------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, json: object = None) -> Any:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        json: object = None,
+        *,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+        bearer: str | None = None,
+    ) -> Any:
         what = f"{method} {path}"
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer is not None else None
         try:
-            response = await self._http.request(method, path, json=json)
+            response = await self._http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                headers=headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
         except httpx.TimeoutException:
             raise SealpostError(
                 LocalErrorCode.UNREACHABLE, f"{self.server_url} did not answer {what} in time"
@@ -325,6 +410,23 @@ def _device_body(device: DeviceUpload) -> dict[str, Any]:
         "one_time_prekeys_b64": [_b64(key) for key in device.one_time_prekeys],
         "kem_prekeys_b64": [_b64(key) for key in device.kem_prekeys],
     }
+
+
+def _registration(data: Any) -> Registration:
+    obj = _object(data)
+    return Registration(
+        username=_str(obj, "username"), device_id=_int(obj, "device_id"), token=_str(obj, "token")
+    )
+
+
+def _own_device(item: dict[str, Any]) -> OwnDevice:
+    return OwnDevice(
+        device_id=_int(item, "device_id"),
+        name=_str(item, "name"),
+        created_at=_str(item, "created_at"),
+        last_seen_at=_optional_str(item, "last_seen_at"),
+        current=_bool(item, "current"),
+    )
 
 
 def _counts(data: Any) -> PreKeyCounts:

@@ -7,6 +7,20 @@
     sealpost receipts [on|off]
     sealpost safety-number USERNAME [--qr]
     sealpost trust USERNAME [--verified]
+    sealpost --home NEWDIR --server URL link [--name NAME] [--no-qr]
+    sealpost approve-link CODE [--history-bytes N] [--yes]
+    sealpost devices
+    sealpost revoke DEVICE_ID [--yes]
+    sealpost rename DEVICE_ID NAME
+
+Several devices per account: ``link`` (in a new home) shows a link code, as text on a line
+of its own and as a QR code, and waits up to 10 minutes; ``approve-link CODE`` on a device
+of the account asks for confirmation (``--yes`` skips it; without a terminal it is
+required), lets the new device in and sends it the newest messages (``--history-bytes``,
+default 1 MiB, 0 for none), which its first ``receive`` imports. What a device sends shows
+up on the others as sent (``--json``: ``{"type": "sent", "to", "text", "sent_at",
+"device"}``). A device the server shows but the account's signed device list does not name
+is never encrypted to: a ``warning: ...`` line on stderr says so.
 
 ``receive`` prints messages and, as their recipients' receipts arrive, the status changes
 of messages sent from this home (``--json``: ``{"type": "status", "peer", "message_id",
@@ -37,12 +51,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from protocol import primitives as p
+from protocol.errors import ProtocolError
+from protocol.provisioning import LinkCode
+
 from .core import (
+    DEFAULT_HISTORY_BYTES,
+    LINK_TIMEOUT,
     Client,
+    DeviceRefused,
     Event,
+    HistoryImported,
     IdentityChanged,
     MessageReceived,
     MessageStatusChanged,
+    SentByMe,
     UndecryptableMessage,
 )
 from .errors import LocalErrorCode, SealpostError
@@ -77,6 +100,26 @@ def _seconds(value: str) -> float:
     if not seconds >= 0 or seconds == float("inf"):
         raise argparse.ArgumentTypeError(f"{value!r} must be a finite number >= 0")
     return seconds
+
+
+def _byte_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of bytes") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more")
+    return count
+
+
+def _device_id(value: str) -> int:
+    try:
+        device_id = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device id") from None
+    if not 1 <= device_id <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device id (1..65535)")
+    return device_id
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,7 +204,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--verified", action="store_true", help="record that you compared safety numbers"
     )
 
-    for sub in (register, send, receive, read, receipts, safety, trust):
+    link = commands.add_parser(
+        "link", help="make this (new) home another device of an existing account"
+    )
+    link.add_argument("--name", default="Python client", help="a name for this device")
+    link.add_argument("--no-qr", action="store_true", help="show the link code as text only")
+    link.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=LINK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the approval (default {LINK_TIMEOUT:g})",
+    )
+
+    approve = commands.add_parser(
+        "approve-link", help="let the device showing a link code join this account"
+    )
+    approve.add_argument("code", metavar="CODE", help="the link code (sealpost-link:...)")
+    approve.add_argument(
+        "--history-bytes",
+        type=_byte_count,
+        default=DEFAULT_HISTORY_BYTES,
+        metavar="N",
+        help=f"send it up to N bytes of recent messages (default {DEFAULT_HISTORY_BYTES}; 0: none)",
+    )
+    approve.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    approve.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=LINK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the new device (default {LINK_TIMEOUT:g})",
+    )
+
+    devices = commands.add_parser("devices", help="list this account's devices")
+
+    revoke = commands.add_parser("revoke", help="remove a device from this account")
+    revoke.add_argument("device_id", metavar="DEVICE_ID", type=_device_id)
+    revoke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    rename = commands.add_parser("rename", help="rename a device of this account")
+    rename.add_argument("device_id", metavar="DEVICE_ID", type=_device_id)
+    rename.add_argument("name", metavar="NAME")
+
+    for sub in (
+        register, send, receive, read, receipts, safety, trust, link, approve, devices, revoke,
+        rename,
+    ):  # fmt: skip
         add_globals(sub, argparse.SUPPRESS)
     return parser
 
@@ -225,6 +314,23 @@ def event_json(event: Event) -> dict[str, Any]:
                 "message_id": event.message_id,
                 "status": event.status,
             }
+        case SentByMe():
+            return {
+                "type": "sent",
+                "to": event.destination,
+                "text": event.text,
+                "sent_at": iso_ms(event.sent_at_ms),
+                "device": event.device,
+            }
+        case HistoryImported():
+            return {"type": "history", "count": event.count}
+        case DeviceRefused():
+            return {
+                "type": "device_refused",
+                "username": event.username,
+                "device": event.device_id,
+                "reason": event.reason,
+            }
 
 
 def event_line(event: Event) -> str:
@@ -244,6 +350,26 @@ def event_line(event: Event) -> str:
             )
         case MessageStatusChanged():
             return f"{event.peer}: (message {event.message_id} {event.status})"
+        case SentByMe():
+            stamp = iso_ms(event.sent_at_ms)
+            return f"{stamp} me[{event.device}] to {event.destination}: {event.text}"
+        case HistoryImported():
+            count = event.count
+            return f"(imported {count} message{'' if count == 1 else 's'} of history)"
+        case DeviceRefused():
+            return warning_text(event)
+
+
+def warning_text(event: DeviceRefused) -> str:
+    return (
+        f"warning: {event.username}'s device {event.device_id} is {event.reason}; not sending to it"
+    )
+
+
+def print_warning(event: Event) -> None:
+    """Client.on_event for the commands: what happens outside receive() goes to stderr."""
+    if isinstance(event, DeviceRefused):
+        print(warning_text(event), file=sys.stderr, flush=True)
 
 
 def print_error(code: str, message: str) -> None:
@@ -259,6 +385,12 @@ def open_client(home: Path, server_url: str | None = None) -> Client:
     return Client(home, server_url=server_url)
 
 
+def _client(home: Path, server_url: str | None = None) -> Client:
+    client = open_client(home, server_url)
+    client.on_event = print_warning
+    return client
+
+
 def _home(args: argparse.Namespace) -> Path:
     return Path(args.home or os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
 
@@ -268,7 +400,7 @@ def _registered_client(args: argparse.Namespace) -> Client:
     hint = f"run 'sealpost --home {home} --server URL register USERNAME' first"
     if not store_path(home).exists():
         raise SealpostError(LocalErrorCode.NOT_REGISTERED, f"no account in {home}; {hint}")
-    client = open_client(home, args.server)
+    client = _client(home, args.server)
     if not client.registered:
         client.store.close()
         raise SealpostError(LocalErrorCode.NOT_REGISTERED, f"no account in {home}; {hint}")
@@ -359,6 +491,130 @@ async def _trust(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def link_fingerprint(code: LinkCode) -> str:
+    """Four groups of four hex digits of the link code, shown on both devices so that the
+    user can tell the approving device is letting in the device in their hand."""
+    digest = p.sha256(code.encode()).hex()[:16]
+    return " ".join(digest[i : i + 4] for i in range(0, 16, 4))
+
+
+async def _link(args: argparse.Namespace) -> int:
+    server = args.server or os.environ.get(SERVER_ENV)
+    if not server:
+        raise UsageError(f"link needs --server URL (or ${SERVER_ENV})")
+    home = _home(args)
+
+    def show(code: LinkCode) -> None:
+        print("On a device of your account, run:", flush=True)
+        print(f"  sealpost approve-link {code.text()}", flush=True)
+        print("Link code:", flush=True)
+        print(code.text(), flush=True)
+        print(f"Fingerprint: {link_fingerprint(code)}", flush=True)
+        if not args.no_qr:
+            import segno  # only here: drawing is optional
+
+            segno.make(code.text(), mode="byte", error="m").terminal(compact=True)
+        minutes = args.timeout / 60
+        print(f"Waiting for the approval (up to {minutes:g} minutes)...", flush=True)
+
+    async with _client(home) as client:
+        linked = await client.link_new_device(
+            server, show_code=show, device_name=args.name, timeout=args.timeout
+        )
+        print(f"linked as {linked.username} device {linked.device_id}", flush=True)
+        if linked.history_follows:
+            print("recent messages follow: run 'sealpost receive' to import them", flush=True)
+    return EXIT_OK
+
+
+def _confirm(question: str, yes: bool, what: str) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(f"{what} asks for confirmation; without a terminal, pass --yes")
+    print(question, end=" ", flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+async def _approve_link(args: argparse.Namespace) -> int:
+    try:
+        code = LinkCode.parse(args.code)
+    except ProtocolError as exc:
+        raise SealpostError.from_protocol(exc, "the link code") from None
+    async with _registered_client(args) as client:
+        print(
+            f"A new device asks to join {client.username}. Once linked it can read every new "
+            f"message to and from {client.username}, and send as {client.username}.",
+            flush=True,
+        )
+        print(f"Its link code's fingerprint: {link_fingerprint(code)}", flush=True)
+        if args.history_bytes:
+            print(f"It will get up to {args.history_bytes} bytes of recent messages.", flush=True)
+        question = "Link it? Only say yes to a device you hold yourself. [y/N]"
+        if not _confirm(question, args.yes, "approve-link"):
+            print("not linked", flush=True)
+            return EXIT_ERROR
+        print("approved; waiting for the new device to register...", flush=True)
+        approved = await client.approve_link(
+            code, history_bytes=args.history_bytes, timeout=args.timeout
+        )
+        ids = ", ".join(str(device_id) for device_id in approved.device_ids)
+        print(f"linked device {ids}", flush=True)
+        if args.history_bytes:
+            count = approved.history_messages
+            print(
+                f"sent {count} message{'' if count == 1 else 's'} of history "
+                f"({approved.history_chunks} chunk{'' if approved.history_chunks == 1 else 's'})",
+                flush=True,
+            )
+    return EXIT_OK
+
+
+async def _devices(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        devices = await client.list_devices()
+    for device in sorted(devices, key=lambda d: d.device_id):
+        line = (
+            f"{device.device_id}  {device.name}  created {device.created_at}  "
+            f"last seen {device.last_seen_at or 'never'}"
+        )
+        print(line + ("  (this device)" if device.current else ""))
+    return EXIT_OK
+
+
+async def _revoke(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        own = args.device_id == client.device_id
+        warning = (
+            " This is THIS device: afterwards this home can no longer send or receive."
+            if own
+            else ""
+        )
+        question = f"Revoke device {args.device_id} of {client.username}?{warning} [y/N]"
+        if not _confirm(question, args.yes, "revoke"):
+            print("not revoked", flush=True)
+            return EXIT_ERROR
+        await client.revoke_device(args.device_id)
+    print(f"revoked device {args.device_id}")
+    if own:
+        print(
+            "that was this device: this home is no longer usable; link a new home with "
+            "'sealpost link' to use this computer again"
+        )
+    return EXIT_OK
+
+
+async def _rename(args: argparse.Namespace) -> int:
+    name = args.name.strip()
+    if not name:
+        raise UsageError("the device name is empty")
+    async with _registered_client(args) as client:
+        device = await client.rename_device(args.device_id, name)
+    print(f"device {device.device_id} is now called {device.name}")
+    return EXIT_OK
+
+
 COMMANDS = {
     "register": _register,
     "send": _send,
@@ -367,6 +623,11 @@ COMMANDS = {
     "receipts": _receipts,
     "safety-number": _safety_number,
     "trust": _trust,
+    "link": _link,
+    "approve-link": _approve_link,
+    "devices": _devices,
+    "revoke": _revoke,
+    "rename": _rename,
 }
 
 

@@ -33,6 +33,19 @@ The rules this module keeps (the reasons are in the methods):
 * An incoming receipt moves our outgoing texts to that peer forward only (sent ->
   delivered -> read; OUTGOING_RANK in the store) and yields ``MessageStatusChanged``; it
   is never stored as a message. A sent_at we do not know changes nothing.
+* Encrypt only to devices the account vouches for. Every device fetch checks the account's
+  signed device list (``protocol.devicelist``): its signature under the account key, a
+  version no older than the newest seen for that key (kept in the store, our own account
+  included), and that it names each device with the certificate the server shows. Any
+  other device is refused (``DeviceRefused``, once per Client object), never encrypted to,
+  and its session forgotten; a relay that insists on it fails the send with
+  UNSIGNED_DEVICE rather than going round again. Receipts use the devices we know only
+  while the newest list we hold names them all.
+* Our other devices are told of what we send by a SENT transcript (not a copy of the text),
+  stored there as our outgoing message. SENT and HISTORY content is accepted only from our
+  own account, and HISTORY only by a device linked with history to follow, once: chunks
+  are kept until the transfer is complete (any order, duplicates ignored), then imported
+  in one transaction with the last chunk's envelope.
 * Forward compatibility: content of a type (or receipt kind) this client does not know is
   a newer client's, not damage. Its session state is kept, nothing is stored, nothing is
   yielded, it is logged at debug level and acknowledged. (Storing it as undecryptable
@@ -42,6 +55,8 @@ The rules this module keeps (the reasons are in the methods):
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import dataclasses
 import logging
@@ -57,14 +72,21 @@ import httpx
 
 from protocol import primitives as p
 from protocol.content import (
+    HISTORY_TRANSFER_ID_BYTES,
     MAX_RECEIPT_ITEMS,
     Content,
+    HistoryChunk,
+    HistoryRecord,
     Receipt,
     ReceiptKind,
+    SentTranscript,
     Text,
     decode_content,
     encode_content,
+    encode_history_records,
+    split_history,
 )
+from protocol.devicelist import SignedDeviceList, check_devices
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import (
     Deliver,
@@ -89,10 +111,11 @@ from protocol.keys import (
     SignedPreKeyPair,
 )
 from protocol.limits import MAX_PREKEYS_PER_UPLOAD, MAX_TEXT_BYTES
+from protocol.provisioning import ADDRESS_BYTES, LinkCode, ProvisionMessage, open_sealed, seal
 from protocol.safety import SafetyNumber, safety_number
 from protocol.session import Decrypted, SessionRecord
 
-from .api import Api, DeviceUpload, normalize_server_url
+from .api import AccountKeys, Api, DeviceUpload, OwnDevice, normalize_server_url
 from .errors import LocalErrorCode, SealpostError
 from .store import (
     RECEIPT_DELIVERED,
@@ -114,8 +137,12 @@ from .transport import Backoff, Connector, Push, Transport, websocket_connector
 
 log = logging.getLogger(__name__)
 
-DEVICE_ID = 1  # sign-up creates device 1; linking further devices is not built yet
+DEVICE_ID = 1  # sign-up creates device 1; linked devices take the lowest free id
 DEFAULT_DEVICE_NAME = "Python client"
+LINK_TIMEOUT = 600.0  # a provisioning address and a link token live 10 minutes
+PROVISIONING_WAIT = 25.0  # seconds per long poll for the sealed provisioning message
+LINK_POLL_INTERVAL = 2.0  # how often the approving device looks for the new device
+DEFAULT_HISTORY_BYTES = 1024 * 1024  # history sent to a newly linked device by default
 PREKEY_BATCH = MAX_PREKEYS_PER_UPLOAD  # 100 of each kind at sign-up and per top-up
 MAX_MISMATCH_ROUNDS = 3
 SIGNED_PREKEY_MAX_AGE_MS = 7 * 24 * 3600 * 1000  # rotated on connect once this old
@@ -174,7 +201,98 @@ class MessageStatusChanged:
     status: str
 
 
-Event = MessageReceived | UndecryptableMessage | IdentityChanged | MessageStatusChanged
+@dataclass(frozen=True, slots=True)
+class SentByMe:
+    """Another device of our account (``device``) sent ``text`` to ``destination``; its
+    SENT transcript is stored as our outgoing message ``message_id`` (status "sent")."""
+
+    destination: str
+    text: str
+    sent_at_ms: int
+    device: int
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryImported:
+    """The history our other device sent when it linked this one is in: ``count``
+    messages were added to ``messages()`` (none of them is reported as MessageReceived)."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRefused:
+    """The server showed ``username``'s device ``device_id``, but it is ``reason`` (e.g.
+    "not in bob's signed device list"): nothing is encrypted to it. Reported through
+    ``Client.on_event`` (or logged as a warning), once per device and Client object."""
+
+    username: str
+    device_id: int
+    reason: str
+
+
+Event = (
+    MessageReceived
+    | UndecryptableMessage
+    | IdentityChanged
+    | MessageStatusChanged
+    | SentByMe
+    | HistoryImported
+    | DeviceRefused
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedDevice:
+    """What ``link_new_device()`` made: this home is now ``username``'s ``device_id``.
+    ``history_follows``: the approving device will send recent history (``receive()``
+    imports it)."""
+
+    username: str
+    device_id: int
+    history_follows: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LinkApproved:
+    """What ``approve_link()`` did: the device(s) that joined, and the history sent to
+    them (``history_messages`` texts in ``history_chunks`` envelopes)."""
+
+    device_ids: tuple[int, ...]
+    history_messages: int
+    history_chunks: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Devices:
+    """An account's devices as the server showed them, checked against its signed list."""
+
+    device_list: SignedDeviceList
+    accepted: dict[int, DeviceCertificate]  # certified and listed (ours included)
+    refused: dict[int, str]  # served, but not to be encrypted to: id -> reason
+    certificates: dict[int, DeviceCertificate]  # accepted, without this device: encrypt to these
+
+
+@dataclass(frozen=True, slots=True)
+class _NewDevice:
+    """A device's keys and first prekeys, made before the server has heard of it."""
+
+    keys: DeviceKeys
+    signed: SignedPreKeyPair
+    last_resort: KemPreKeyPair
+    one_time: list[OneTimePreKeyPair]
+    kem: list[KemPreKeyPair]
+
+    def upload(self, name: str) -> DeviceUpload:
+        return DeviceUpload(
+            certificate=self.keys.certificate.encode(),
+            name=name,
+            signed_prekey=self.signed.public.encode(),
+            last_resort_kem_prekey=self.last_resort.public.encode(),
+            one_time_prekeys=[pair.public.encode() for pair in self.one_time],
+            kem_prekeys=[pair.public.encode() for pair in self.kem],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +331,7 @@ class Client:
         clock: Callable[[], float] = time.time,
         rng: Rng = p.random_bytes,
         send_receipts: bool = True,
+        on_event: Callable[[Event], None] | None = None,
     ) -> None:
         self.home = Path(home).expanduser()
         self._server_url = None if server_url is None else normalize_server_url(server_url)
@@ -234,6 +353,9 @@ class Client:
         self._receipts_again = False  # more became due while the task was running
         self._receipts_owed = False  # pending receipts written since the task last looked
         self._owed_counts: dict[str, int] = {}  # per sender, since the task last looked
+        # Told of what happens outside receive() (DeviceRefused while sending); None: logged.
+        self.on_event = on_event
+        self._reported: set[tuple[str, int, str]] = set()  # DeviceRefused already told
 
     # --- who we are ---------------------------------------------------------------------
 
@@ -356,42 +478,308 @@ class Client:
             )
         username = _normalize(username)
         server_url = normalize_server_url(server_url)
-        rng = self._rng
-        account = AccountIdentity.generate(rng)
-        device = DeviceKeys.create(account, DEVICE_ID, rng)
-        [signed_id] = self.store.next_key_ids("signed", 1)
-        kem_ids = self.store.next_key_ids("kem", PREKEY_BATCH + 1)
-        one_time_ids = self.store.next_key_ids("one_time", PREKEY_BATCH)
-        signed = SignedPreKeyPair.generate(device, signed_id, rng)
-        last_resort = KemPreKeyPair.generate(device, kem_ids[0], last_resort=True, rng=rng)
-        kem = [KemPreKeyPair.generate(device, i, last_resort=False, rng=rng) for i in kem_ids[1:]]
-        one_time = [OneTimePreKeyPair.generate(i, rng) for i in one_time_ids]
-        upload = DeviceUpload(
-            certificate=device.certificate.encode(),
-            name=device_name,
-            signed_prekey=signed.public.encode(),
-            last_resort_kem_prekey=last_resort.public.encode(),
-            one_time_prekeys=[pair.public.encode() for pair in one_time],
-            kem_prekeys=[pair.public.encode() for pair in kem],
-        )
+        account = AccountIdentity.generate(self._rng)
+        device = self._make_device(account, DEVICE_ID)
+        now = self._now_ms()
+        device_list = SignedDeviceList.sign(account, username, 1, now, [device.keys.certificate])
         async with Api(server_url, transport=self._http_transport) as api:
-            registration = await api.create_account(username, password, account.public_key, upload)
+            registration = await api.create_account(
+                username, password, account.public_key, device.upload(device_name),
+                device_list.encode(),
+            )  # fmt: skip
         if registration.username != username or registration.device_id != DEVICE_ID:
             raise SealpostError(
                 LocalErrorCode.BAD_RESPONSE,
                 f"sign-up answered for {registration.username!r} device "
                 f"{registration.device_id}, not {username!r} device {DEVICE_ID}",
             )
-        self.store.save_registration(
-            Config(server_url, username, DEVICE_ID, registration.token),
+        self._save_device(
+            Config(server_url, username, DEVICE_ID, registration.token), account, device,
+            device_list, history_expected=False,
+        )  # fmt: skip
+
+    def _make_device(self, account: AccountIdentity, device_id: int) -> _NewDevice:
+        """Device keys certified by ``account``, a signed prekey, a last-resort KEM prekey
+        and PREKEY_BATCH one-time prekeys of each kind (key ids reserved in the store)."""
+        rng = self._rng
+        keys = DeviceKeys.create(account, device_id, rng)
+        [signed_id] = self.store.next_key_ids("signed", 1)
+        kem_ids = self.store.next_key_ids("kem", PREKEY_BATCH + 1)
+        one_time_ids = self.store.next_key_ids("one_time", PREKEY_BATCH)
+        return _NewDevice(
+            keys=keys,
+            signed=SignedPreKeyPair.generate(keys, signed_id, rng),
+            last_resort=KemPreKeyPair.generate(keys, kem_ids[0], last_resort=True, rng=rng),
+            one_time=[OneTimePreKeyPair.generate(i, rng) for i in one_time_ids],
+            kem=[KemPreKeyPair.generate(keys, i, last_resort=False, rng=rng) for i in kem_ids[1:]],
+        )
+
+    def _save_device(
+        self,
+        config: Config,
+        account: AccountIdentity,
+        device: _NewDevice,
+        device_list: SignedDeviceList,
+        *,
+        history_expected: bool,
+    ) -> None:
+        now = self._now_ms()
+        with self.store.transaction():
+            self.store.save_registration(
+                config, account, device.keys, device.signed, device.last_resort,
+                device.one_time, device.kem, now,
+            )  # fmt: skip
+            self.store.save_device_list(config.username, account.public_key, device_list, now)
+            self.store.set_history_expected(history_expected)
+
+    # --- linking a new device ------------------------------------------------------------
+
+    async def link_new_device(
+        self,
+        server_url: str,
+        *,
+        show_code: Callable[[LinkCode], None],
+        device_name: str = DEFAULT_DEVICE_NAME,
+        timeout: float = LINK_TIMEOUT,
+    ) -> LinkedDevice:
+        """Make this (empty) home a further device of an existing account.
+
+        Asks the server for a provisioning address, makes an ephemeral X25519 key and hands
+        the link code to ``show_code`` (to show as text and QR code), then waits (at most
+        ``timeout`` seconds) for a device of the account to approve it with
+        ``approve_link()``. Opens the sealed provisioning message (username, account key,
+        link token), takes the lowest device id the account does not use, makes and
+        certifies this device's keys, signs the account's new device list (the current
+        one's devices plus this one, version + 1) and registers with the link token.
+        Raises LINK_EXPIRED when nobody approved in time.
+        """
+        if self.store.config() is not None:
+            raise SealpostError(
+                LocalErrorCode.ALREADY_REGISTERED,
+                f"{self.home} already holds the account {self.username!r}",
+            )
+        server_url = normalize_server_url(server_url)
+        async with Api(server_url, transport=self._http_transport) as api:
+            code, ephemeral_private = await self._start_link(api)
+            show_code(code)
+            return await self._complete_link(
+                api, code, ephemeral_private, device_name=device_name, timeout=timeout
+            )
+
+    async def _start_link(self, api: Api) -> tuple[LinkCode, bytes]:
+        """A provisioning address and an ephemeral key: the link code, and its private key."""
+        ephemeral_private = self._rng(p.X25519_KEY_BYTES)
+        provisioning = await api.create_provisioning_address()
+        address = _base64url(provisioning.value)
+        if address is None or len(address) != ADDRESS_BYTES:
+            raise SealpostError(
+                LocalErrorCode.BAD_RESPONSE,
+                f"the provisioning address {provisioning.value!r} is not "
+                f"{ADDRESS_BYTES} bytes of base64url",
+            )
+        return LinkCode(address, p.x25519_public_key(ephemeral_private)), ephemeral_private
+
+    async def _complete_link(
+        self,
+        api: Api,
+        code: LinkCode,
+        ephemeral_private: bytes,
+        *,
+        device_name: str,
+        timeout: float,
+    ) -> LinkedDevice:
+        """Wait for the sealed provisioning message at ``code``'s address, then register
+        this device with it and store everything."""
+        sealed = await _wait_for_provisioning(api, code.address_text, timeout)
+        try:
+            message = open_sealed(code, ephemeral_private, sealed)
+        except ProtocolError as exc:
+            raise SealpostError.from_protocol(exc, "the provisioning message") from None
+        account = AccountIdentity.from_seed(message.account_seed)
+        username = message.username
+        keys = await _own_keys_for_linking(api, username, message.link_token)
+        if keys.username != username:
+            raise SealpostError(
+                LocalErrorCode.BAD_RESPONSE, f"asked for {username!r}, got {keys.username!r}"
+            )
+        if not p.constant_time_equal(keys.identity_key, account.public_key):
+            raise SealpostError(
+                ErrorCode.UNTRUSTED_IDENTITY,
+                f"the server lists another identity key for {username} than the one your "
+                "other device sent",
+            )
+        current, accepted, refused = _check_served_devices(username, keys, 0)
+        taken = set(accepted) | set(refused) | {d.device_id for d in current.devices}
+        taken |= {entry.device_id for entry in keys.devices}
+        device_id = next(i for i in range(1, len(taken) + 2) if i not in taken)
+        device = self._make_device(account, device_id)
+        device_list = SignedDeviceList.sign(
+            account,
+            username,
+            current.version + 1,
+            self._now_ms(),
+            [*accepted.values(), device.keys.certificate],
+        )
+        registration = await api.add_linked_device(
+            username, message.link_token, device.upload(device_name), device_list.encode()
+        )
+        if registration.username != username or registration.device_id != device_id:
+            raise SealpostError(
+                LocalErrorCode.BAD_RESPONSE,
+                f"linking answered for {registration.username!r} device "
+                f"{registration.device_id}, not {username!r} device {device_id}",
+            )
+        self._save_device(
+            Config(api.server_url, username, device_id, registration.token),
             account,
             device,
-            signed,
-            last_resort,
-            one_time,
-            kem,
-            self._now_ms(),
+            device_list,
+            history_expected=message.send_history,
         )
+        return LinkedDevice(username, device_id, message.send_history)
+
+    async def approve_link(
+        self,
+        code: str | LinkCode,
+        *,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+        timeout: float = LINK_TIMEOUT,
+        poll_interval: float = LINK_POLL_INTERVAL,
+    ) -> LinkApproved:
+        """Let the device showing ``code`` join this account (ask the user first: whoever
+        holds the code gets the account key).
+
+        Gets a link token, seals the username, account key and token to the code and leaves
+        them at its provisioning address; then waits (at most ``timeout`` seconds) until a
+        new device appears in the account's signed device list. If ``history_bytes`` > 0,
+        sends it the newest texts, up to that many bytes of records, as HISTORY chunks: each
+        one an outbox entry, so an interrupted transfer resumes with the next connection.
+        """
+        if history_bytes < 0:
+            raise SealpostError(ErrorCode.INVALID_VALUE, "history_bytes must be 0 or more")
+        try:
+            link = code if isinstance(code, LinkCode) else LinkCode.parse(code)
+        except ProtocolError as exc:
+            raise SealpostError.from_protocol(exc, "the link code") from None
+        config = self.config
+        api = self._server_api()
+        before = await self._fetch_devices(config.username)
+        known = set(before.accepted) | set(before.refused) | {config.device_id}
+        token = await api.create_link_token()
+        message = ProvisionMessage(
+            config.username, self.store.account_identity().seed, token.value, history_bytes > 0
+        )
+        await api.put_provisioning(link.address_text, seal(link, message, self._rng))
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                devices = await self._fetch_devices(config.username)
+            except SealpostError as exc:
+                if not _may_pass(exc):
+                    raise
+                log.info("looking for the new device: %s", exc)
+            else:
+                new = {i: c for i, c in devices.certificates.items() if i not in known}
+                if new:
+                    break
+            if loop.time() >= deadline:
+                raise SealpostError(
+                    ErrorCode.LINK_EXPIRED,
+                    f"no new device joined {config.username} within {timeout:g} s",
+                )
+            await asyncio.sleep(min(poll_interval, max(0.0, deadline - loop.time())))
+        log.info("device(s) %s joined %s", sorted(new), config.username)
+        if history_bytes == 0:
+            return LinkApproved(tuple(sorted(new)), 0, 0)
+        records = self._history_records(history_bytes)
+        chunks = await self._send_history(new, records)
+        return LinkApproved(tuple(sorted(new)), len(records), chunks)
+
+    def _history_records(self, max_bytes: int) -> list[HistoryRecord]:
+        """The newest texts whose records fit ``max_bytes`` together, oldest first."""
+        records: list[HistoryRecord] = []
+        size = 0
+        for message in self.store.recent_texts():
+            if message.text is None:
+                continue
+            record = HistoryRecord(
+                message.peer, message.direction == "out", message.sent_at_ms or 0, message.text
+            )
+            size += len(encode_history_records((record,))) - 1  # less the count byte
+            if size > max_bytes:
+                break
+            records.append(record)
+        records.reverse()
+        return records
+
+    async def _send_history(
+        self, devices: dict[int, DeviceCertificate], records: list[HistoryRecord]
+    ) -> int:
+        """Queue ``records`` as HISTORY chunks for our own ``devices`` (all in one
+        transaction, so a transfer is queued whole or not at all), then send them in
+        order. Returns the number of chunks."""
+        own = self.username
+        await self.connect()
+        async with self._send_lock:
+            bundles = await self._claim_bundles(own, devices)
+            now = self._now_ms()
+            transfer_id = self._rng(HISTORY_TRANSFER_ID_BYTES)
+            try:
+                chunks = split_history(records, transfer_id, self.store.next_sent_at(now))
+            except ProtocolError as exc:
+                raise SealpostError.from_protocol(exc, "history") from None
+            entry_ids: list[int] = []
+            with self.store.transaction():
+                for chunk in chunks:
+                    content = encode_content(chunk, hide_length=True)
+                    messages = self._encrypt_for(_Target(own, devices, bundles), content, now)
+                    bundles = {}  # the sessions exist now: a bundle is used once
+                    frame = Send(0, own, tuple(messages.values()))
+                    entry_ids.append(self.store.add_outbox(None, own, content, frame, now))
+            for entry_id in entry_ids:
+                entry = self.store.outbox_entry(entry_id)
+                if entry is not None:
+                    await self._dispatch(entry)
+        log.info("sent %d history records in %d chunks", len(records), len(chunks))
+        return len(chunks)
+
+    # --- this account's devices ------------------------------------------------------------
+
+    async def list_devices(self) -> list[OwnDevice]:
+        """This account's devices as the server lists them (``current``: this one)."""
+        return await self._server_api().devices()
+
+    async def rename_device(self, device_id: int, name: str) -> OwnDevice:
+        return await self._server_api().rename_device(device_id, name)
+
+    async def revoke_device(self, device_id: int) -> bool:
+        """Revoke a device of this account: sign a device list without it and have the
+        server delete it (its token, prekeys and queue). Returns True if it was this
+        device, whose home can then no longer reach the server."""
+        config = self.config
+        devices = await self._fetch_devices(config.username)
+        if device_id not in devices.accepted and device_id not in devices.refused:
+            raise SealpostError(
+                ErrorCode.UNKNOWN_DEVICE, f"{config.username} has no device {device_id}"
+            )
+        account = self.store.account_identity()
+        remaining = [c for i, c in devices.accepted.items() if i != device_id]
+        version = max(
+            devices.device_list.version,
+            self.store.device_list_version(config.username, account.public_key),
+        )
+        device_list = SignedDeviceList.sign(
+            account, config.username, version + 1, self._now_ms(), remaining
+        )
+        await self._server_api().revoke_device(device_id, device_list.encode())
+        with self.store.transaction():
+            self.store.save_device_list(
+                config.username, account.public_key, device_list, self._now_ms()
+            )
+            self.store.forget_peer_device(config.username, device_id)
+        return device_id == config.device_id
 
     # --- connecting ---------------------------------------------------------------------
 
@@ -463,21 +851,29 @@ class Client:
                 raise SealpostError.from_protocol(exc) from None
 
             # Network first (device lists, bundles); then one synchronous transaction.
-            targets: list[_Target] = []
+            targets: list[tuple[_Target, bytes]] = []
             own_name = config.username
-            certificates = await self._fetch_devices(username)
-            if username != own_name and not certificates:
-                raise SealpostError(
-                    ErrorCode.UNKNOWN_DEVICE, f"{username} has no devices to send to"
-                )
-            if certificates:
-                bundles = await self._claim_bundles(username, certificates)
-                targets.append(_Target(username, certificates, bundles))
             if username != own_name:
-                own = await self._fetch_devices(own_name)
-                if own:  # our other devices get a copy; skipped when this is the only one
-                    bundles = await self._claim_bundles(own_name, own)
-                    targets.append(_Target(own_name, own, bundles))
+                recipient = await self._fetch_devices(username)
+                if not recipient.certificates:
+                    code = (
+                        ErrorCode.UNSIGNED_DEVICE if recipient.refused else ErrorCode.UNKNOWN_DEVICE
+                    )
+                    raise SealpostError(code, f"{username} has no devices to send to")
+                bundles = await self._claim_bundles(username, recipient.certificates)
+                targets.append((_Target(username, recipient.certificates, bundles), content))
+            own = await self._fetch_devices(own_name)
+            if own.certificates:  # skipped when this is the account's only device
+                # Our other devices get a SENT transcript: they show it as sent by us in
+                # the conversation with ``username`` (a note to self included).
+                try:
+                    transcript = encode_content(
+                        SentTranscript(username, text, sent_at_ms), hide_length=True
+                    )
+                except ProtocolError as exc:
+                    raise SealpostError.from_protocol(exc) from None
+                bundles = await self._claim_bundles(own_name, own.certificates)
+                targets.append((_Target(own_name, own.certificates, bundles), transcript))
 
             now = self._now_ms()
             entry_ids: list[int] = []
@@ -485,11 +881,13 @@ class Client:
                 message_id = self.store.add_outgoing_text(
                     username, config.device_id, text, sent_at_ms
                 )
-                for target in targets:
-                    messages = self._encrypt_for(target, content, now)
+                for target, target_content in targets:
+                    messages = self._encrypt_for(target, target_content, now)
                     frame = Send(0, target.username, tuple(messages.values()))
                     entry_ids.append(
-                        self.store.add_outbox(message_id, target.username, content, frame, now)
+                        self.store.add_outbox(
+                            message_id, target.username, target_content, frame, now
+                        )
                     )
                 if not targets:  # a note to self on an account with only this device
                     self.store.set_message_status(message_id, STATUS_SENT)
@@ -579,7 +977,19 @@ class Client:
         The corrected frame replaces the outbox entry in the same transaction as the new
         sessions."""
         recipient = frame.recipient
-        certificates = await self._fetch_devices(recipient)
+        devices = await self._fetch_devices(recipient)
+        certificates = devices.certificates
+        if insisted := sorted(
+            (set(mismatch.missing) | set(mismatch.stale)) & devices.refused.keys()
+        ):
+            # The relay wants a ciphertext for a device the account never listed: that is
+            # the attack the signed list exists for. Fail rather than go round again.
+            names = ", ".join(str(device_id) for device_id in insisted)
+            raise SealpostError(
+                ErrorCode.UNSIGNED_DEVICE,
+                f"the server insists on {recipient}'s device {names}, which is "
+                f"{devices.refused[insisted[0]]}; not sending to it",
+            )
         stale = set(mismatch.stale)
         wanted = {
             device_id: certificates[device_id]
@@ -606,9 +1016,12 @@ class Client:
             self.store.replace_outbox_frame(entry.id, corrected)
         return corrected
 
-    async def _fetch_devices(self, username: str) -> dict[int, DeviceCertificate]:
-        """The account's devices, each certificate verified against its account key, after
-        checking that key against the identity store (our own device left out)."""
+    async def _fetch_devices(self, username: str) -> _Devices:
+        """The account's devices as the server shows them now, checked: its identity key
+        against the identity store, its signed device list against that key and against
+        the newest version seen (an older one is refused), each certificate against the
+        key and the list. Only ``certificates`` (our own device left out) may be encrypted
+        to; ``refused`` devices are reported (DeviceRefused) and their sessions dropped."""
         config = self.config
         keys = await self._server_api().account_keys(username)
         if keys.username != username:
@@ -616,27 +1029,61 @@ class Client:
                 LocalErrorCode.BAD_RESPONSE, f"asked for {username!r}, got {keys.username!r}"
             )
         self._check_identity_for_sending(username, keys.identity_key)
-        certificates: dict[int, DeviceCertificate] = {}
-        for entry in keys.devices:
-            where = f"{username} device {entry.device_id}"
-            try:
-                certificate = DeviceCertificate.decode(entry.certificate)
-                certificate.verify(keys.identity_key)
-            except ProtocolError as exc:
-                raise SealpostError.from_protocol(exc, f"certificate of {where}") from None
-            if (certificate.device_id, certificate.registration_id) != (
-                entry.device_id,
-                entry.registration_id,
-            ):
-                raise SealpostError(
-                    ErrorCode.INVALID_VALUE,
-                    f"{where}: the certificate is for device {certificate.device_id} "
-                    f"(registration {certificate.registration_id})",
-                )
-            certificates[certificate.device_id] = certificate
-        if username == config.username:
-            certificates.pop(config.device_id, None)
-        return dict(sorted(certificates.items()))
+        newest = self.store.device_list_version(username, keys.identity_key)
+        device_list, accepted, refused = _check_served_devices(username, keys, newest)
+        self.store.save_device_list(username, keys.identity_key, device_list, self._now_ms())
+        own = username == config.username
+        certificates = {
+            device_id: certificate
+            for device_id, certificate in accepted.items()
+            if not (own and device_id == config.device_id)
+        }
+        # A device we knew that is no longer listed (revoked) or now refused: forget it, so
+        # that nothing (a receipt either) is encrypted to it again.
+        with self.store.transaction():
+            for device_id in self.store.peer_devices(username):
+                if device_id not in certificates:
+                    self.store.forget_peer_device(username, device_id)
+        for device_id, reason in refused.items():
+            self._report(DeviceRefused(username, device_id, reason))
+        return _Devices(device_list, accepted, refused, certificates)
+
+    async def _known_devices(self, username: str) -> dict[int, DeviceCertificate]:
+        """The devices to encrypt a receipt to: those we know, if the newest signed list we
+        hold names every one of them; else a fresh, checked fetch."""
+        known = self.store.peer_devices(username)
+        stored = self.store.device_list(username)
+        identity = self.store.identity(username)
+        if (
+            known
+            and stored is not None
+            and identity is not None
+            and p.constant_time_equal(stored.account_key, identity.account_key)
+            and all(stored.device_list.admits(d.certificate) for d in known.values())
+        ):
+            return {device_id: device.certificate for device_id, device in known.items()}
+        return (await self._fetch_devices(username)).certificates
+
+    def _report(self, event: Event) -> None:
+        """Tell the application of an event that happened outside receive() (once per
+        Client object): through ``on_event``, or as a logged warning."""
+        if isinstance(event, DeviceRefused):
+            key = (event.username, event.device_id, event.reason)
+            if key in self._reported:
+                return
+            self._reported.add(key)
+            message = (
+                f"{event.username}'s device {event.device_id} is {event.reason}; not sending to it"
+            )
+        else:  # pragma: no cover - only DeviceRefused is reported this way
+            message = repr(event)
+        if self.on_event is None:
+            log.warning("%s", message)
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            log.exception("on_event failed for %s", message)
 
     def _check_identity_for_sending(self, username: str, account_key: bytes) -> None:
         if username == self.config.username:
@@ -836,6 +1283,7 @@ class Client:
         check = IdentityCheck.SAME
         message_id: int | None = None
         changes: list[StatusChange] = []
+        imported: int | None = None
         with self.store.transaction():
             if result.sender_certificate is not None and result.sender_account_key is not None:
                 check = self.store.observe_identity(sender, result.sender_account_key, now)
@@ -860,6 +1308,24 @@ class Client:
                         self.store.add_pending_receipts(
                             sender, RECEIPT_DELIVERED, [content.sent_at_ms], now
                         )
+                case SentTranscript() if own_account:
+                    message_id = self.store.add_outgoing_text(
+                        content.destination,
+                        device,
+                        content.body,
+                        content.sent_at_ms,
+                        status=STATUS_SENT,
+                        received_at_ms=now,
+                    )
+                case HistoryChunk() if own_account:
+                    imported = self._take_history_chunk(content, device, now)
+                case SentTranscript() | HistoryChunk():
+                    log.info(
+                        "ignoring a %s from %s device %d: only our own devices send those",
+                        type(content).__name__,
+                        sender,
+                        device,
+                    )
                 case Receipt() if own_account:
                     log.debug("ignoring a receipt from our own device %d", device)
                 case Receipt():
@@ -885,7 +1351,14 @@ class Client:
         events.extend(
             MessageStatusChanged(sender, change.message_id, change.status) for change in changes
         )
+        if imported is not None:
+            events.append(HistoryImported(imported))
         if message_id is None:
+            return events
+        if isinstance(content, SentTranscript):
+            events.append(
+                SentByMe(content.destination, content.body, content.sent_at_ms, device, message_id)
+            )
             return events
         if isinstance(content, Text):
             if owe_receipt:
@@ -909,6 +1382,41 @@ class Client:
                 )
             )
         return events
+
+    def _take_history_chunk(self, chunk: HistoryChunk, device: int, now_ms: int) -> int | None:
+        """Keep one HISTORY chunk from our own ``device``; once every chunk of its transfer
+        is here (in any order, duplicates ignored), import the records and return how many
+        were added. Runs in the envelope's transaction. History is taken only by a device
+        linked with history to follow, and only once."""
+        transfer = chunk.transfer_id
+        if not self.store.history_expected():
+            log.info("history chunk from our device %d: none expected; dropped", device)
+            return None
+        if self.store.history_transfer_done(transfer):
+            log.debug("history chunk %d of a transfer already imported; dropped", chunk.index)
+            return None
+        held = self.store.history_chunks(transfer)
+        if held and held[0].total != chunk.total:
+            log.warning(
+                "history chunk %d says %d chunks, earlier ones %d; dropped",
+                chunk.index,
+                chunk.total,
+                held[0].total,
+            )
+            return None
+        if not self.store.add_history_chunk(
+            transfer, chunk.index, chunk.total, device, chunk.records, now_ms
+        ):
+            return None  # a duplicate
+        held = self.store.history_chunks(transfer)
+        if len(held) < chunk.total:
+            log.debug("history: %d of %d chunks", len(held), chunk.total)
+            return None
+        records = [record for stored in held for record in stored.records]
+        imported = self.store.add_history_messages(records, device, now_ms)
+        self.store.finish_history_transfer(transfer, imported, now_ms)
+        log.info("imported %d of %d history records from device %d", imported, len(records), device)
+        return imported
 
     def _check_new_session(self, frame: Deliver, result: Decrypted) -> None:
         """A PreKeyMessage set up a session: it must come from the device the relay names.
@@ -1060,12 +1568,7 @@ class Client:
         receipt commits with its sessions, its outbox entry and the deletion of the rows
         it covers in one transaction, so it is encrypted exactly once.
         """
-        certificates = {
-            device_id: device.certificate
-            for device_id, device in self.store.peer_devices(peer).items()
-        }
-        if not certificates:
-            certificates = await self._fetch_devices(peer)
+        certificates = await self._known_devices(peer)
         if not certificates:
             raise SealpostError(ErrorCode.UNKNOWN_DEVICE, f"{peer} has no devices")
         bundles = await self._claim_bundles(peer, certificates)
@@ -1218,6 +1721,134 @@ class Client:
     def messages(self, peer: str | None = None, limit: int | None = None) -> list[StoredMessage]:
         """Local history, oldest first; only the conversation with ``peer`` if given."""
         return self.store.messages(None if peer is None else _normalize(peer), limit)
+
+
+async def _wait_for_provisioning(api: Api, address: str, timeout: float) -> bytes:
+    """Long-poll the provisioning address until the sealed message is there."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise SealpostError(
+                ErrorCode.LINK_EXPIRED,
+                f"no device approved the link within {timeout:g} s; run link again for a new code",
+            )
+        try:
+            sealed = await api.wait_for_provisioning(address, min(PROVISIONING_WAIT, remaining))
+        except SealpostError as exc:
+            if exc.code is ErrorCode.LINK_EXPIRED:
+                raise SealpostError(
+                    ErrorCode.LINK_EXPIRED,
+                    "the link code expired before a device approved it; run link again "
+                    "for a new code",
+                ) from None
+            if _may_pass(exc):
+                log.info("waiting for the provisioning message: %s", exc)
+                await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
+                continue
+            raise
+        if sealed is not None:
+            return sealed
+
+
+async def _own_keys_for_linking(api: Api, username: str, link_token: str) -> AccountKeys:
+    """The account's keys and device list, for a device that has no device token yet: the
+    server takes the link token as the bearer for its own account's keys. (A server that
+    serves keys to anyone is asked without credentials if it refuses the link token.)"""
+    refused = (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
+    try:
+        return await api.account_keys(username, bearer=link_token)
+    except SealpostError as exc:
+        if exc.code not in refused:
+            raise
+        first = exc
+    try:
+        return await api.account_keys(username)
+    except SealpostError as exc:
+        if exc.code not in refused:
+            raise
+    raise SealpostError(
+        first.code,
+        f"the server does not let this device read {username}'s device list with its link "
+        f"token: {first.message}",
+        status=first.status,
+    ) from None
+
+
+def _may_pass(exc: SealpostError) -> bool:
+    """A failure worth waiting out while polling: no connection, a busy or failing server."""
+    return exc.code in (
+        LocalErrorCode.UNREACHABLE,
+        ErrorCode.SERVER_BUSY,
+        ErrorCode.RATE_LIMITED,
+    ) or (exc.status is not None and exc.status >= 500)
+
+
+def _base64url(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _check_served_devices(
+    username: str, keys: AccountKeys, newest_seen_version: int
+) -> tuple[SignedDeviceList, dict[int, DeviceCertificate], dict[int, str]]:
+    """Check what the server says ``username``'s devices are against the account's signed
+    device list (``protocol.devicelist.check_devices``). Returns the list, the accepted
+    certificates by device id and the refused device ids with the reason. Raises for a
+    missing or forged list, and for one older than ``newest_seen_version``."""
+    if keys.device_list is None:
+        raise SealpostError(
+            LocalErrorCode.BAD_RESPONSE,
+            f"the server sent no signed device list for {username}; nothing can be "
+            "encrypted to devices the account does not vouch for",
+        )
+    try:
+        device_list = SignedDeviceList.decode(keys.device_list)
+    except ProtocolError as exc:
+        raise SealpostError.from_protocol(exc, f"{username}'s device list") from None
+    refused: dict[int, str] = {}
+    served: list[DeviceCertificate] = []
+    for entry in keys.devices:
+        try:
+            certificate = DeviceCertificate.decode(entry.certificate)
+        except ProtocolError:
+            refused[entry.device_id] = "served with a malformed certificate"
+            continue
+        if (certificate.device_id, certificate.registration_id) != (
+            entry.device_id,
+            entry.registration_id,
+        ):
+            refused[entry.device_id] = (
+                f"served with the certificate of device {certificate.device_id} "
+                f"(registration {certificate.registration_id})"
+            )
+            continue
+        served.append(certificate)
+    try:
+        checked = check_devices(
+            keys.identity_key, username, device_list, served, newest_seen_version
+        )
+    except ProtocolError as exc:
+        if exc.code is ErrorCode.INVALID_VALUE:
+            raise SealpostError(
+                ErrorCode.INVALID_VALUE,
+                f"{exc.message}: the server is showing an old device list (a replay from "
+                f"before a change?); not sending to {username}",
+            ) from None
+        raise SealpostError.from_protocol(exc, f"{username}'s device list") from None
+    by_id = {certificate.device_id: certificate for certificate in served}
+    for device_id in checked.refused:
+        try:
+            by_id[device_id].verify(keys.identity_key)
+        except ProtocolError:
+            refused[device_id] = f"not certified by {username}'s account key"
+        else:
+            refused[device_id] = f"not in {username}'s signed device list"
+    accepted = {certificate.device_id: certificate for certificate in checked.accepted}
+    return device_list, dict(sorted(accepted.items())), dict(sorted(refused.items()))
 
 
 def _normalize(username: str) -> str:

@@ -16,6 +16,11 @@ as ``mark_read``), and becomes an outbox entry without a message (``message_id``
 the transaction that encrypts it, which also deletes the pending rows. So a receipt is
 never lost and never encrypted twice, whatever crashes in between.
 
+Several devices per account: ``device_lists`` keeps the newest signed device list seen per
+account (our own included) with the account key it verified under, so that an older one is
+refused; ``history_chunks`` keeps the HISTORY chunks of a transfer until all are here, and
+``history_transfers`` the transfers imported, so that a late duplicate imports nothing.
+
 What it never deletes early: a signed prekey or last-resort KEM prekey that was replaced
 by a rotation stays for ``RETIRED_PREKEY_TTL_MS`` (7 days), because a sender may have
 claimed the old bundle just before the rotation and its PreKeyMessage may still be queued.
@@ -30,6 +35,7 @@ concurrent tasks on one event loop never overwrite each other's ratchet state.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -37,9 +43,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from protocol import primitives as p
+from protocol.content import HistoryRecord
+from protocol.devicelist import SignedDeviceList
 from protocol.errors import ErrorCode
 from protocol.frames import DeviceMessage, Send, SendFlags
 from protocol.keys import (
@@ -230,8 +238,41 @@ CREATE TABLE pending_receipts (
 CREATE INDEX messages_peer_sent_at ON messages (peer, sent_at_ms);
 """
 
+# Several devices per account.
+_SCHEMA_V3 = """
+-- The newest signed device list seen per account (our own included), with the account key
+-- it verified under. A list older than this one is refused: a server replaying the list
+-- from before a revocation. A new account key (the contact signed up again) starts over.
+CREATE TABLE device_lists (
+    username TEXT PRIMARY KEY,
+    account_key BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    list BLOB NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+) STRICT;
+
+-- HISTORY chunks of a transfer from our own other device, until all `total` are here.
+-- records: JSON [[peer, outgoing 0/1, sent_at_ms, text], ...] in the chunk's order.
+CREATE TABLE history_chunks (
+    transfer_id BLOB NOT NULL,
+    chunk_index INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    sender_device INTEGER NOT NULL,
+    records TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (transfer_id, chunk_index)
+) STRICT;
+
+-- Transfers already imported, so that a late duplicate chunk imports nothing twice.
+CREATE TABLE history_transfers (
+    transfer_id BLOB PRIMARY KEY,
+    imported INTEGER NOT NULL,
+    imported_at_ms INTEGER NOT NULL
+) STRICT;
+"""
+
 # Index i upgrades a file from user_version i to i + 1. Append; never edit a shipped step.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _NEXT_ID_KEYS: dict[KeyKind, str] = {
@@ -312,6 +353,23 @@ class PendingReceipt:
 class StatusChange:
     message_id: int
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeviceList:
+    """The newest signed device list seen for an account, and the key it verified under."""
+
+    username: str
+    account_key: bytes
+    device_list: SignedDeviceList
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHistoryChunk:
+    index: int
+    total: int
+    sender_device: int
+    records: tuple[HistoryRecord, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -803,6 +861,147 @@ class Store:
             )
             self.delete_session(username, device_id)
 
+    # --- signed device lists -----------------------------------------------------------
+
+    def device_list(self, username: str) -> StoredDeviceList | None:
+        row = self._db.execute(
+            "SELECT account_key, list FROM device_lists WHERE username = ?", (username,)
+        ).fetchone()
+        if row is None:
+            return None
+        return StoredDeviceList(username, bytes(row[0]), SignedDeviceList.decode(bytes(row[1])))
+
+    def device_list_version(self, username: str, account_key: bytes) -> int:
+        """The newest version seen for ``username`` under ``account_key`` (0: none)."""
+        stored = self.device_list(username)
+        if stored is None or not p.constant_time_equal(stored.account_key, account_key):
+            return 0
+        return stored.device_list.version
+
+    def save_device_list(
+        self, username: str, account_key: bytes, device_list: SignedDeviceList, now_ms: int
+    ) -> None:
+        """Remember ``device_list`` (already verified under ``account_key``) unless a newer
+        one under the same key is stored."""
+        with self.transaction():
+            if self.device_list_version(username, account_key) > device_list.version:
+                return
+            self._db.execute(
+                "INSERT INTO device_lists (username, account_key, version, list, updated_at_ms) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
+                "account_key = excluded.account_key, version = excluded.version, "
+                "list = excluded.list, updated_at_ms = excluded.updated_at_ms",
+                (username, account_key, device_list.version, device_list.encode(), now_ms),
+            )
+
+    # --- history from our other devices -------------------------------------------------
+
+    def history_expected(self) -> bool:
+        """Whether this device was linked with history to follow and has not imported it."""
+        return self._get("history_expected") == "1"
+
+    def set_history_expected(self, expected: bool) -> None:
+        with self.transaction():
+            self._set("history_expected", "1" if expected else "0")
+
+    def history_transfer_done(self, transfer_id: bytes) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM history_transfers WHERE transfer_id = ?", (transfer_id,)
+        ).fetchone()
+        return row is not None
+
+    def add_history_chunk(
+        self,
+        transfer_id: bytes,
+        index: int,
+        total: int,
+        sender_device: int,
+        records: Iterable[HistoryRecord],
+        now_ms: int,
+    ) -> bool:
+        """Keep one chunk until its transfer is complete; False if it was here already."""
+        encoded = json.dumps(
+            [[r.peer, int(r.outgoing), r.sent_at_ms, r.text] for r in records],
+            ensure_ascii=False,
+        )
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO history_chunks (transfer_id, chunk_index, total, "
+                "sender_device, records, received_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (transfer_id, index, total, sender_device, encoded, now_ms),
+            )
+            return bool(cursor.rowcount)
+
+    def history_chunks(self, transfer_id: bytes) -> list[StoredHistoryChunk]:
+        """The chunks of a transfer received so far, by index."""
+        rows = self._db.execute(
+            "SELECT chunk_index, total, sender_device, records FROM history_chunks "
+            "WHERE transfer_id = ? ORDER BY chunk_index",
+            (transfer_id,),
+        )
+        return [
+            StoredHistoryChunk(
+                int(row[0]),
+                int(row[1]),
+                int(row[2]),
+                tuple(
+                    HistoryRecord(str(peer), bool(outgoing), int(sent_at), str(text))
+                    for peer, outgoing, sent_at, text in json.loads(str(row[3]))
+                ),
+            )
+            for row in rows
+        ]
+
+    def finish_history_transfer(self, transfer_id: bytes, imported: int, now_ms: int) -> None:
+        """The transfer is imported: drop its chunks, remember it, expect no more history."""
+        with self.transaction():
+            self._db.execute("DELETE FROM history_chunks WHERE transfer_id = ?", (transfer_id,))
+            self._db.execute(
+                "INSERT OR IGNORE INTO history_transfers (transfer_id, imported, imported_at_ms) "
+                "VALUES (?, ?, ?)",
+                (transfer_id, imported, now_ms),
+            )
+            self._set("history_expected", "0")
+
+    def add_history_messages(
+        self, records: Iterable[HistoryRecord], sender_device: int, now_ms: int
+    ) -> int:
+        """Insert history records as texts; a record already in the history (same peer,
+        direction, sent_at and text) is skipped. Incoming ones count as read (no receipt is
+        owed for them) and outgoing ones as sent; ``sender_device`` is 0 for incoming
+        records and the device that sent the history for outgoing ones. Returns how many
+        were inserted."""
+        inserted = 0
+        with self.transaction():
+            for record in records:
+                direction = "out" if record.outgoing else "in"
+                known = self._db.execute(
+                    "SELECT 1 FROM messages WHERE peer = ? AND sent_at_ms = ? AND direction = ? "
+                    "AND kind = 'text' AND body = ?",
+                    (record.peer, record.sent_at_ms, direction, record.text),
+                ).fetchone()
+                if known is not None:
+                    continue
+                self._db.execute(
+                    "INSERT INTO messages (kind, direction, peer, sender_device, body, "
+                    "sent_at_ms, received_at_ms, status) VALUES ('text', ?, ?, ?, ?, ?, ?, ?)",
+                    (direction, record.peer, sender_device if record.outgoing else 0,
+                     record.text, record.sent_at_ms, now_ms,
+                     STATUS_SENT if record.outgoing else STATUS_READ),
+                )  # fmt: skip
+                inserted += 1
+        return inserted
+
+    def recent_texts(self) -> Iterator[StoredMessage]:
+        """Text messages, newest first (failed sends left out), read lazily: a history
+        transfer stops once it has enough."""
+        query = (
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages "  # noqa: S608 (fixed clauses)
+            "WHERE kind = 'text' AND status != ? ORDER BY id DESC"
+        )
+        for row in self._db.execute(query, (STATUS_FAILED,)):
+            yield _message(row)
+
     # --- messages -----------------------------------------------------------------------
 
     def add_incoming_text(
@@ -845,12 +1044,22 @@ class Store:
             )  # fmt: skip
             return _rowid(cursor) if cursor.rowcount else None
 
-    def add_outgoing_text(self, peer: str, sender_device: int, text: str, sent_at_ms: int) -> int:
+    def add_outgoing_text(
+        self,
+        peer: str,
+        sender_device: int,
+        text: str,
+        sent_at_ms: int,
+        status: str = STATUS_PENDING,
+        received_at_ms: int | None = None,
+    ) -> int:
+        """An outgoing text: one this device sends (pending until the server has it), or
+        one another device of ours sent (its SENT transcript: already sent)."""
         with self.transaction():
             cursor = self._db.execute(
                 "INSERT INTO messages (kind, direction, peer, sender_device, body, sent_at_ms, "
-                "status) VALUES ('text', 'out', ?, ?, ?, ?, ?)",
-                (peer, sender_device, text, sent_at_ms, STATUS_PENDING),
+                "received_at_ms, status) VALUES ('text', 'out', ?, ?, ?, ?, ?, ?)",
+                (peer, sender_device, text, sent_at_ms, received_at_ms, status),
             )
             return _rowid(cursor)
 
@@ -977,29 +1186,8 @@ class Store:
         return rows[::-1]
 
     def _messages(self, tail: str, params: tuple[object, ...]) -> list[StoredMessage]:
-        columns = (
-            "id, kind, direction, peer, sender_device, body, error_code, sent_at_ms, "
-            "server_time_ms, received_at_ms, status, seq"
-        )
-        query = f"SELECT {columns} FROM messages {tail}"  # noqa: S608 (fixed clauses)
-        rows = self._db.execute(query, params)
-        return [
-            StoredMessage(
-                id=int(row[0]),
-                kind="text" if row[1] == "text" else "undecryptable",
-                direction="in" if row[2] == "in" else "out",
-                peer=str(row[3]),
-                sender_device=int(row[4]),
-                text=row[5],
-                error_code=_error_code(row[6]),
-                sent_at_ms=row[7],
-                server_time_ms=row[8],
-                received_at_ms=row[9],
-                status=str(row[10]),
-                seq=row[11],
-            )
-            for row in rows
-        ]
+        query = f"SELECT {_MESSAGE_COLUMNS} FROM messages {tail}"  # noqa: S608 (fixed clauses)
+        return [_message(row) for row in self._db.execute(query, params)]
 
     # --- outbox -------------------------------------------------------------------------
 
@@ -1073,6 +1261,29 @@ class Store:
             frame=frame,
             created_at_ms=int(str(row[5])),
         )
+
+
+_MESSAGE_COLUMNS = (
+    "id, kind, direction, peer, sender_device, body, error_code, sent_at_ms, "
+    "server_time_ms, received_at_ms, status, seq"
+)
+
+
+def _message(row: tuple[Any, ...]) -> StoredMessage:
+    return StoredMessage(
+        id=int(row[0]),
+        kind="text" if row[1] == "text" else "undecryptable",
+        direction="in" if row[2] == "in" else "out",
+        peer=str(row[3]),
+        sender_device=int(row[4]),
+        text=row[5],
+        error_code=_error_code(row[6]),
+        sent_at_ms=row[7],
+        server_time_ms=row[8],
+        received_at_ms=row[9],
+        status=str(row[10]),
+        seq=row[11],
+    )
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:

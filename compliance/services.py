@@ -11,9 +11,16 @@ What the purge deletes, and what it never deletes:
 * Envelopes whose ``expires_at`` has passed (``messaging.services.purge_expired``). The
   expiry is stamped when the envelope is queued, from the policy's undelivered-envelope
   maximum (``SEALPOST["ENVELOPE_TTL_SECONDS"]``).
+* Idle devices (``keys.services.purge_idle_devices``): devices unused (last seen, or
+  created if never seen) for the policy's idle-device maximum
+  (``SEALPOST["IDLE_DEVICE_EXPIRY_SECONDS"]``), with their prekeys and queued envelopes;
+  their relay connections are told (``device.revoked``) after each batch commits. The
+  account's signed device list still names them (only the account key can sign a new
+  one); clients skip a listed device the server no longer serves.
+* Link tokens and provisioning slots whose ten minutes have passed (``keys.services``).
 * Nothing younger than its deadline, nothing that a legal floor still covers, and no
-  account or device (idle devices and accounts, attachments, connection logs, consent
-  and audit records get their purgers with their models).
+  account (idle accounts, attachments, connection logs, consent and audit records get
+  their purgers with their models).
 
 It runs as ``manage.py purge_expired`` and inside the server every
 ``PURGE_INTERVAL_SECONDS`` (``compliance.scheduler``).
@@ -32,6 +39,7 @@ from django.utils import timezone
 
 from compliance.policy import Policy
 from compliance.transparency import PurposeLine, age_phrase, purpose_line
+from keys import services as keys_services
 from messaging import services as messaging_services
 
 DEFAULT_BATCH_SIZE: Final = 1000
@@ -54,8 +62,25 @@ def _purge_envelopes(now: datetime, batch_size: int) -> int:
     return messaging_services.purge_expired(now=now, batch=batch_size)
 
 
+def _purge_idle_devices(now: datetime, batch_size: int) -> int:
+    return keys_services.purge_idle_devices(now, batch_size)
+
+
+def _purge_link_tokens(now: datetime, batch_size: int) -> int:
+    return keys_services.purge_expired_link_tokens(now, batch_size)
+
+
+def _purge_provisioning_slots(now: datetime, batch_size: int) -> int:
+    return keys_services.purge_expired_provisioning_slots(now, batch_size)
+
+
 PURGERS: Final[tuple[Purger, ...]] = (
     Purger("envelopes", "envelope", "envelopes", _purge_envelopes),
+    Purger("idle_devices", "idle device", "idle devices", _purge_idle_devices),
+    Purger("link_tokens", "link token", "link tokens", _purge_link_tokens),
+    Purger(
+        "provisioning_slots", "provisioning slot", "provisioning slots", _purge_provisioning_slots
+    ),
 )
 
 

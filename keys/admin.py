@@ -2,8 +2,10 @@
 
 Keys appear only as short hex fingerprints, prekeys only as counts, and the token hash not
 at all. Accounts and devices are made by the API (the keys are the clients'), so there is
-no "add" here; renaming and revoking a device go through keys.services like the API, so a
-revoked device's relay connections are told.
+no "add" here; renaming and removing a device go through keys.services like the API, so a
+removed device's relay connections are told. The account's signed device list shows only as
+its version; link tokens and provisioning slots (short-lived, and the slots hold sealed
+messages) have no pages at all.
 """
 
 from __future__ import annotations
@@ -40,10 +42,22 @@ def _prekey_summary(read: Any, data: bytes | memoryview, what: str) -> str:
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
-    list_display = ("username", "identity_key_fingerprint", "created_at", "device_count")
+    list_display = (
+        "username",
+        "identity_key_fingerprint",
+        "created_at",
+        "device_count",
+        "device_list_version",
+    )
     search_fields = ("user__username",)
     ordering = ("user__username",)
-    fields = ("user", "identity_key_fingerprint", "created_at", "device_count")
+    fields = (
+        "user",
+        "identity_key_fingerprint",
+        "created_at",
+        "device_count",
+        "device_list_version",
+    )
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
@@ -121,9 +135,12 @@ class DeviceAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Device, form: Any, change: bool) -> None:
         services.rename_device(obj.account, obj.device_id, obj.name)
 
+    # Only the account key can sign a new device list, so the admin removes a device
+    # without one (services.remove_device): the stored list keeps naming it, and clients,
+    # which see it is no longer served, skip it.
     def delete_model(self, request: HttpRequest, obj: Device) -> None:
-        services.revoke_device(obj.account, obj.device_id)
+        services.remove_device(obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
-        for device in queryset.select_related("account__user"):
-            services.revoke_device(device.account, device.device_id)
+        for device in queryset:
+            services.remove_device(device)

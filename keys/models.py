@@ -18,6 +18,12 @@ class Account(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account"
     )
     identity_key = models.BinaryField(max_length=32, help_text="Ed25519 public key (32 bytes)")
+    # The newest SignedDeviceList (protocol/devicelist.py) the account's key signed, exactly
+    # as encoded, and its version: every device change must bring a list of a higher
+    # version naming exactly the devices after the change (keys.services). Empty, version
+    # 0, for an account made before device lists existed: it then has no listed device.
+    device_list = models.BinaryField(default=b"", blank=True, help_text="encoded SignedDeviceList")
+    device_list_version = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -84,3 +90,37 @@ class KemPreKey(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["device", "key_id"], name="unique_kem_prekey"),
         ]
+
+
+class LinkToken(models.Model):
+    """A one-time permission to register one device of an account (docs/api.md, "Linking a
+    new device"). An existing device asks for it and seals it to the new device; only its
+    SHA-256 is stored. Used (``used_at``) in the transaction that adds the device."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="link_tokens")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"link token of {self.account}"
+
+
+class ProvisioningSlot(models.Model):
+    """A mailbox for one sealed ProvisionMessage on its way to a new device.
+
+    The new device creates it (no account yet) and polls it; an existing device fills it
+    once. The server cannot open ``sealed`` (protocol/provisioning.py). The slot is deleted
+    when the new device takes the message, or by the purge once it expires.
+    """
+
+    address = models.CharField(
+        max_length=22, unique=True, help_text="16 random bytes, base64url without padding"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    sealed = models.BinaryField(null=True, blank=True, help_text="the sealed ProvisionMessage")
+
+    def __str__(self) -> str:
+        return f"provisioning slot {self.address[:6]}…"

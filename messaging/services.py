@@ -31,6 +31,7 @@ from django.db import transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
+from keys.devicelists import listed_device_ids
 from keys.models import Account, Device
 from keys.services import prekey_counts
 from messaging.models import Envelope
@@ -104,7 +105,8 @@ def enqueue_send(
     """Queue one ciphertext per recipient device, all or nothing.
 
     A send to one's own account addresses its devices other than ``sender_device``. The
-    device list must match exactly (else ``SendMismatch``, nothing stored). ``ephemeral``
+    addressed devices must be exactly the recipient's devices that its stored signed
+    device list names (else ``SendMismatch``, nothing stored). ``ephemeral``
     sends store nothing and skip the queue limit; their deliveries carry seq 0.
 
     ``on_commit`` receives the accepted result once it is committed (at once for an
@@ -178,17 +180,30 @@ def _resolve(
         account__user__is_active=True,
     ).exists():
         raise ServiceError(ErrorCode.UNAUTHORIZED, "this device has been revoked")
-    account = Account.objects.filter(user__username=recipient_username).only("pk").first()
+    account = (
+        Account.objects.filter(user__username=recipient_username).only("pk", "device_list").first()
+    )
     if account is None:
         raise ServiceError(ErrorCode.UNKNOWN_ACCOUNT, f"no account named {recipient_username!r}")
     devices = Device.objects.filter(account=account)
     if account.pk == sender_device.account_id:
         devices = devices.exclude(pk=sender_device.pk)
+    rows = list(devices.values_list("pk", "device_id", "registration_id", "certificate"))
+    # Only devices the account's signed list names (id, registration id and certificate
+    # digest) are expected: a row the account key never listed is neither missing when
+    # left out nor sent to when addressed (it is then "extra"). Both the decoded list and
+    # the certificate digests are cached by their bytes (keys.devicelists).
+    listed = listed_device_ids(
+        bytes(account.device_list),
+        (
+            (device_id, registration_id, bytes(certificate))
+            for _, device_id, registration_id, certificate in rows
+        ),
+    )
     expected = {
         device_id: (pk, registration_id)
-        for pk, device_id, registration_id in devices.values_list(
-            "pk", "device_id", "registration_id"
-        )
+        for pk, device_id, registration_id, _ in rows
+        if device_id in listed
     }
     given = {message.device_id: message for message in messages}
     missing = tuple(sorted(expected.keys() - given.keys()))

@@ -19,6 +19,7 @@ Usage: python scripts/make_vectors.py [--check]   (--check: exit 1 if the files 
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from collections.abc import Callable
@@ -31,8 +32,16 @@ sys.path.insert(0, str(ROOT))
 from kyber_py.ml_kem import ML_KEM_768  # noqa: E402
 
 from protocol import primitives as p  # noqa: E402
-from protocol.content import Text, encode_content  # noqa: E402
-from protocol.encoding import encode_varint  # noqa: E402
+from protocol.content import (  # noqa: E402
+    HistoryChunk,
+    HistoryRecord,
+    SentTranscript,
+    Text,
+    encode_content,
+    split_history,
+)
+from protocol.devicelist import SignedDeviceList, certificate_digest, check_devices  # noqa: E402
+from protocol.encoding import Writer, encode_varint  # noqa: E402
 from protocol.errors import ErrorCode, ProtocolError  # noqa: E402
 from protocol.frames import (  # noqa: E402
     Ack,
@@ -65,6 +74,7 @@ from protocol.limits import MAX_SKIPPED_KEYS  # noqa: E402
 from protocol.messages import PreKeyMessage  # noqa: E402
 from protocol.padding import pad, padme_length  # noqa: E402
 from protocol.pqxdh import derive_root_key  # noqa: E402
+from protocol.provisioning import LinkCode, ProvisionMessage, open_sealed, seal  # noqa: E402
 from protocol.ratchet import kdf_ck, kdf_rk, message_key_material  # noqa: E402
 from protocol.safety import safety_number  # noqa: E402
 from protocol.session import SessionRecord  # noqa: E402
@@ -257,7 +267,10 @@ def content_vectors() -> dict[str, Any]:
     lengths = [1, 2, 3, 9, 16, 17, 100, 255, 1000, 4097, 65537]
     texts = ["", "hello", "Grüße, 世界 👋", "x" * 300]
     return {
-        "description": "Padmé lengths, and TEXT content encodings with and without padding.",
+        "description": (
+            "Padmé lengths; TEXT and SENT content encodings with and without padding; HISTORY "
+            "chunks (see history.description); content bodies decode_content refuses, padded."
+        ),
         "padme": [{"length": n, "padded": padme_length(n)} for n in lengths],
         "pad": [
             {"data": h(b"abc"), "hide_length": False, "padded": h(pad(b"abc", False))},
@@ -273,7 +286,444 @@ def content_vectors() -> dict[str, Any]:
             for i, text in enumerate(texts)
             for hide in (False, True)
         ],
+        "sent": [
+            {
+                "destination": destination,
+                "body": body,
+                "sent_at_ms": 1_795_000_000_100 + i,
+                "hide_length": hide,
+                "encoded": h(
+                    encode_content(SentTranscript(destination, body, 1_795_000_000_100 + i), hide)
+                ),
+            }
+            for i, (destination, body) in enumerate(
+                [("bob", "hello bob"), ("carol", "Grüße, 世界 👋"), ("alice", "")]
+            )
+            for hide in (False, True)
+        ],
+        "history": history_vectors(),
+        "invalid": [
+            {"description": description, "encoded": h(pad(raw, False)), "error": error.slug}
+            for description, raw, error in invalid_contents()
+        ],
     }
+
+
+# History records of content.json: record i is HISTORY_RULE below, with n = HISTORY_LENGTHS[i].
+HISTORY_LENGTHS = [2, 0, 500, 15000, 15000, 10000, 32766, 1, 20000, 5]
+HISTORY_RULE = (
+    "record i: peer 'bob' if i is even else 'carol', outgoing if i % 3 == 0, sent_at_ms "
+    "1795000000000 + 1000 * i, text '#<i> ' followed by n times 'é' (U+00E9), n = lengths[i]"
+)
+
+
+def history_records() -> list[HistoryRecord]:
+    return [
+        HistoryRecord(
+            "bob" if i % 2 == 0 else "carol",
+            i % 3 == 0,
+            1_795_000_000_000 + 1000 * i,
+            f"#{i} " + "é" * n,
+        )
+        for i, n in enumerate(HISTORY_LENGTHS)
+    ]
+
+
+def history_vectors() -> dict[str, Any]:
+    records = history_records()
+    transfer_id = seed("history/transfer", 16)
+    sent_at = 1_795_000_001_000
+    chunks = split_history(records, transfer_id, sent_at)
+    small = HistoryChunk(transfer_id, 1, 3, tuple(records[:2]), sent_at)
+    empty = HistoryChunk(transfer_id, 0, 1, (), sent_at)
+    return {
+        "description": (
+            "HISTORY content. 'records' are built by 'rule' from 'lengths'; split_history cuts "
+            "them (transfer_id, sent_at_ms) into 'chunks', each given by its index, total, how "
+            "many records it holds (in order), and the SHA-256 and length of its encoding with "
+            "hide_length true. 'small' and 'empty' are chunks given in full (unpadded)."
+        ),
+        "rule": HISTORY_RULE,
+        "lengths": HISTORY_LENGTHS,
+        "transfer_id": h(transfer_id),
+        "sent_at_ms": sent_at,
+        "chunks": [
+            {
+                "index": chunk.index,
+                "total": chunk.total,
+                "record_count": len(chunk.records),
+                "encoded_sha256": h(p.sha256(encode_content(chunk, True))),
+                "encoded_length": len(encode_content(chunk, True)),
+            }
+            for chunk in chunks
+        ],
+        "small": {
+            "index": 1,
+            "total": 3,
+            "records": "records 0 and 1",
+            "encoded": h(encode_content(small)),
+        },
+        "empty": {"index": 0, "total": 1, "encoded": h(encode_content(empty))},
+    }
+
+
+def invalid_contents() -> list[tuple[str, bytes, ErrorCode]]:
+    """Content bodies (before padding) that decode_content refuses."""
+    t = 1_795_000_000_000
+    transfer = bytes(16)
+
+    def history(index: int, total: int, records: bytes, tail: bytes = b"") -> bytes:
+        w = Writer().u8(4).varint(t).raw(transfer).varint(index).varint(total).bytes_(records)
+        return w.getvalue() + tail
+
+    record = Writer().varint(1).str_("bob").u8(1).varint(t).str_("hi").getvalue()
+    return [
+        ("content type 5", Writer().u8(5).varint(t).getvalue(), ErrorCode.UNKNOWN_TYPE),
+        (
+            "SENT to an invalid username",
+            Writer().u8(3).varint(t).str_("Bob").raw(b"x").getvalue(),
+            ErrorCode.INVALID_USERNAME,
+        ),
+        (
+            "SENT text not UTF-8",
+            Writer().u8(3).varint(t).str_("bob").raw(b"\xff").getvalue(),
+            ErrorCode.INVALID_UTF8,
+        ),
+        ("SENT without a destination", Writer().u8(3).varint(t).getvalue(), ErrorCode.TRUNCATED),
+        ("HISTORY index equal to total", history(2, 2, record), ErrorCode.INVALID_VALUE),
+        ("HISTORY total 0", history(0, 0, record), ErrorCode.INVALID_VALUE),
+        ("HISTORY total above MAX_HISTORY_CHUNKS", history(0, 10_001, record), ErrorCode.TOO_LARGE),
+        (
+            "HISTORY record direction 2",
+            history(0, 1, Writer().varint(1).str_("bob").u8(2).varint(t).str_("hi").getvalue()),
+            ErrorCode.INVALID_VALUE,
+        ),
+        (
+            "HISTORY record with an invalid peer",
+            history(0, 1, Writer().varint(1).str_("9lives").u8(0).varint(t).str_("hi").getvalue()),
+            ErrorCode.INVALID_USERNAME,
+        ),
+        (
+            "HISTORY records with a byte left over",
+            history(0, 1, record + b"\x00"),
+            ErrorCode.TRAILING_BYTES,
+        ),
+        (
+            "HISTORY with a byte after the records",
+            history(0, 1, record, b"\x00"),
+            ErrorCode.TRAILING_BYTES,
+        ),
+        (
+            "HISTORY with fewer records than counted",
+            history(0, 1, Writer().varint(2).str_("bob").u8(0).varint(t).str_("hi").getvalue()),
+            ErrorCode.TRUNCATED,
+        ),
+        (
+            "HISTORY with a short transfer_id",
+            Writer().u8(4).varint(t).raw(bytes(15)).getvalue(),
+            ErrorCode.TRUNCATED,
+        ),
+    ]
+
+
+# --- several devices: device lists and linking ----------------------------------------------
+
+
+def device_list_vectors() -> dict[str, Any]:
+    alice, bob = Party("alice", 1, 1111), Party("bob", 1, 2222)
+    account = alice.account
+    devices = {
+        "alice_1": alice.device,
+        "alice_2": DeviceKeys.create(
+            account, 2, rng=TestStream(b"alice/device2"), registration_id=1112
+        ),
+        "alice_3": DeviceKeys.create(
+            account, 3, rng=TestStream(b"alice/device3"), registration_id=1113
+        ),
+        # Device 2 again, certified by alice's key but never listed (a server-made twin).
+        "alice_2_twin": DeviceKeys.create(
+            account, 2, rng=TestStream(b"alice/device2-twin"), registration_id=1112
+        ),
+        # Certified by bob's key, served as alice's device 4.
+        "forged_4": DeviceKeys.create(
+            bob.account, 4, rng=TestStream(b"mallory/device4"), registration_id=4444
+        ),
+    }
+    certificates = {name: d.certificate for name, d in devices.items()}
+    t = 1_795_000_000_000
+
+    def sign(
+        by: AccountIdentity, username: str, version: int, names: list[str]
+    ) -> SignedDeviceList:
+        return SignedDeviceList.sign(
+            by, username, version, t + version, [certificates[n] for n in names]
+        )
+
+    lists = {
+        "v1": sign(account, "alice", 1, ["alice_1"]),
+        "v2": sign(account, "alice", 2, ["alice_2", "alice_1"]),
+        "v3": sign(account, "alice", 3, ["alice_1", "alice_3"]),
+        "for_bob": sign(account, "bob", 4, ["alice_1"]),
+        "by_bob": sign(bob.account, "alice", 5, ["alice_1"]),
+    }
+    checks = []
+
+    def check(name: str, served: list[str], newest: int = 0, username: str = "alice") -> None:
+        case: dict[str, Any] = {
+            "list": name,
+            "username": username,
+            "served": served,
+            "newest_seen_version": newest,
+        }
+        try:
+            result = check_devices(
+                account.public_key,
+                username,
+                SignedDeviceList.decode(lists[name].encode()),
+                [certificates[n] for n in served],
+                newest,
+            )
+        except ProtocolError as exc:
+            case["error"] = exc.code.slug
+        else:
+            case["accepted"] = [c.device_id for c in result.accepted]
+            case["refused"] = list(result.refused)
+            case["unlisted_missing"] = list(result.unlisted_missing)
+        checks.append(case)
+
+    check("v2", ["alice_1", "alice_2"])
+    check("v2", ["alice_1", "alice_2"], newest=2)
+    check("v3", ["alice_1", "alice_2", "alice_3"], newest=2)  # 2 revoked, still served
+    check("v3", ["alice_1", "alice_2_twin", "alice_3"])  # a twin of a listed device id
+    check("v3", ["alice_1", "alice_3", "forged_4"])  # certified by another account
+    check("v3", ["alice_1"])  # listed, not served
+    check("v2", ["alice_1", "alice_2"], newest=3)  # a replayed older list
+    check("for_bob", ["alice_1"])
+    check("for_bob", ["alice_1"], username="bob")
+    check("by_bob", ["alice_1"])
+
+    def raw_list(username: str, ids: list[int], count: int | None = None) -> bytes:
+        w = Writer().str_(username).varint(1).varint(t).varint(len(ids) if count is None else count)
+        for device_id in ids:
+            w.varint(device_id).varint(1000 + device_id).fixed(bytes(32), 32)
+        return w.getvalue() + bytes(64)
+
+    v1 = lists["v1"].encode()
+    invalid = [
+        ("devices out of order", raw_list("alice", [2, 1]), ErrorCode.INVALID_VALUE),
+        ("a device listed twice", raw_list("alice", [1, 1]), ErrorCode.INVALID_VALUE),
+        ("device id 0", raw_list("alice", [0]), ErrorCode.INVALID_VALUE),
+        ("device id above MAX_DEVICE_ID", raw_list("alice", [0x10000]), ErrorCode.TOO_LARGE),
+        ("65 devices", raw_list("alice", [], count=65), ErrorCode.TOO_LARGE),
+        ("an invalid username", raw_list("Alice", [1]), ErrorCode.INVALID_USERNAME),
+        ("no signature", v1[:-64], ErrorCode.TRUNCATED),
+        ("a byte short", v1[:-1], ErrorCode.TRUNCATED),
+        ("a byte too many", v1 + b"\x00", ErrorCode.TRAILING_BYTES),
+    ]
+    for _, data, code in invalid:
+        try:
+            SignedDeviceList.decode(data)
+        except ProtocolError as exc:
+            assert exc.code is code, (exc, code)
+        else:
+            raise AssertionError(f"decoded: {data.hex()}")
+    return {
+        "description": (
+            "Signed device lists of alice's account (keys.json). Each device's keys come from "
+            "TestStream(<seed>) with the registration id given; a list is signed with the "
+            "account seed of 'signed_by' over the named certificates, issued_at_ms "
+            "1795000000000 + version. 'checks' run check_devices with alice's account key: "
+            "accepted and refused device ids, ids listed but not served, or the error. "
+            "'invalid' are encodings SignedDeviceList.decode refuses."
+        ),
+        "accounts": {
+            "alice": {"seed": h(account.seed), "public_key": h(account.public_key)},
+            "bob": {"seed": h(bob.account.seed), "public_key": h(bob.account.public_key)},
+        },
+        "devices": {
+            name: {
+                "account": "bob" if name == "forged_4" else "alice",
+                "seed": {
+                    "alice_1": "alice/device",
+                    "alice_2": "alice/device2",
+                    "alice_3": "alice/device3",
+                    "alice_2_twin": "alice/device2-twin",
+                    "forged_4": "mallory/device4",
+                }[name],
+                "device_id": d.device_id,
+                "registration_id": d.certificate.registration_id,
+                "certificate": h(d.certificate.encode()),
+                "certificate_sha256": h(certificate_digest(d.certificate)),
+            }
+            for name, d in devices.items()
+        },
+        "lists": {
+            name: {
+                "signed_by": "bob" if name == "by_bob" else "alice",
+                "username": signed.username,
+                "version": signed.version,
+                "issued_at_ms": signed.issued_at_ms,
+                "devices": [
+                    next(
+                        n
+                        for n, c in certificates.items()
+                        if certificate_digest(c) == d.certificate_sha256
+                    )
+                    for d in signed.devices
+                ],
+                "encoded": h(signed.encode()),
+            }
+            for name, signed in lists.items()
+        },
+        "checks": checks,
+        "invalid": [
+            {"description": description, "encoded": h(data), "error": code.slug}
+            for description, data, code in invalid
+        ],
+    }
+
+
+def provisioning_vectors() -> dict[str, Any]:
+    alice = AccountIdentity.from_seed(seed("alice/account"))
+    ephemeral_private = seed("link/ephemeral")
+    code = LinkCode(seed("link/address", 16), p.x25519_public_key(ephemeral_private))
+    other_private = seed("link/other-ephemeral")
+    other = LinkCode(seed("link/other-address", 16), p.x25519_public_key(other_private))
+    moved = LinkCode(other.address, code.ephemeral_public)  # same key, another address
+    messages = [
+        ProvisionMessage("alice", alice.seed, "tok_" + "A" * 43, send_history=True),
+        ProvisionMessage("alice", alice.seed, "", send_history=False),
+    ]
+    sealed = []
+    for i, message in enumerate(messages):
+        data = seal(code, message, rng=TestStream(f"link/seal{i}".encode()))
+        assert open_sealed(code, ephemeral_private, data) == message
+        sealed.append(data)
+    first = sealed[0]
+    flipped_key = bytearray(first)
+    flipped_key[32] |= 0x80  # the top bit of the sender's ephemeral key
+    tampered = bytearray(first)
+    tampered[-1] ^= 0x01
+    invalid_sealed = [
+        ("version 2", b"\x02" + first[1:], "link", ErrorCode.UNSUPPORTED_VERSION),
+        ("the last byte flipped", bytes(tampered), "link", ErrorCode.DECRYPT_FAILED),
+        ("a non-canonical sender key", bytes(flipped_key), "link", ErrorCode.BAD_KEY),
+        ("cut after the sender key", first[:33], "link", ErrorCode.DECRYPT_FAILED),
+        ("cut inside the sender key", first[:20], "link", ErrorCode.TRUNCATED),
+        ("opened with another code", first, "other", ErrorCode.DECRYPT_FAILED),
+        ("opened at another address", first, "moved", ErrorCode.DECRYPT_FAILED),
+    ]
+    codes = {
+        "link": (code, ephemeral_private),
+        "other": (other, other_private),
+        "moved": (moved, ephemeral_private),
+    }
+    for _, data, which, error in invalid_sealed:
+        try:
+            open_sealed(codes[which][0], codes[which][1], data)
+        except ProtocolError as exc:
+            assert exc.code is error, (exc, error)
+        else:
+            raise AssertionError("opened")
+    text = code.text()
+    body = text[len("sealpost-link:") :]
+    flipped = bytearray(code.encode())
+    flipped[-1] |= 0x80
+    invalid_texts = [
+        ("hello", ErrorCode.MALFORMED),
+        ("sealpost-link:!!!", ErrorCode.MALFORMED),
+        ("sealpost-link:" + body + "AAA", ErrorCode.MALFORMED),  # 69 characters: 1 mod 4
+        ("Sealpost-link:" + body, ErrorCode.MALFORMED),
+        ("sealpost-link:AQ", ErrorCode.TRUNCATED),
+        ("sealpost-link:Ag" + "A" * 64, ErrorCode.UNSUPPORTED_VERSION),
+        ("sealpost-link:" + body + "AA", ErrorCode.TRAILING_BYTES),
+        ("sealpost-link:" + base64url(bytes(flipped)), ErrorCode.BAD_KEY),
+    ]
+    for bad, error in invalid_texts:
+        try:
+            LinkCode.parse(bad)
+        except ProtocolError as exc:
+            assert exc.code is error, (bad, exc, error)
+        else:
+            raise AssertionError(bad)
+    valid_texts = [text, f"  {text}\n", f"\t{text}\r\n\u3000", f"sealpost-link:{body}=="]
+    assert all(LinkCode.parse(valid) == code for valid in valid_texts)
+    invalid_messages = [
+        (
+            "flags 0x02",
+            Writer().str_("alice").fixed(alice.seed, 32).str_("t").u8(2).getvalue(),
+            ErrorCode.INVALID_VALUE,
+        ),
+        (
+            "a link token of 129 bytes",
+            Writer().str_("alice").fixed(alice.seed, 32).str_("t" * 129).u8(0).getvalue(),
+            ErrorCode.TOO_LARGE,
+        ),
+        ("a byte after the flags", messages[1].encode() + b"\x00", ErrorCode.TRAILING_BYTES),
+        (
+            "an invalid username",
+            Writer().str_("ALICE").fixed(alice.seed, 32).str_("t").u8(0).getvalue(),
+            ErrorCode.INVALID_USERNAME,
+        ),
+    ]
+    for _, data, error in invalid_messages:
+        try:
+            ProvisionMessage.decode(data)
+        except ProtocolError as exc:
+            assert exc.code is error, (exc, error)
+        else:
+            raise AssertionError("decoded")
+    return {
+        "description": (
+            "Linking a device (protocol/provisioning.py). The link code's address is "
+            "TestStream('link/address')(16), its ephemeral private key "
+            "TestStream('link/ephemeral')(32); 'other' is made the same way from "
+            "'link/other-address' and 'link/other-ephemeral', and 'moved' is the link code's "
+            "key at other's address. Provision message i (alice's account seed from "
+            "keys.json) is sealed to the link code drawing the sender's ephemeral private key "
+            "from TestStream('link/seal<i>'). 'invalid_sealed' name the code they are opened "
+            "with; every invalid entry carries the expected error."
+        ),
+        "link_code": {
+            "address": h(code.address),
+            "ephemeral_private": h(ephemeral_private),
+            "ephemeral_public": h(code.ephemeral_public),
+            "encoded": h(code.encode()),
+            "text": text,
+            "address_text": code.address_text,
+        },
+        "other": {
+            "address": h(other.address),
+            "ephemeral_private": h(other_private),
+            "text": other.text(),
+        },
+        "moved": {"text": moved.text()},
+        "valid_texts": valid_texts,
+        "invalid_texts": [{"text": bad, "error": error.slug} for bad, error in invalid_texts],
+        "messages": [
+            {
+                "username": m.username,
+                "account_seed": h(m.account_seed),
+                "link_token": m.link_token,
+                "send_history": m.send_history,
+                "encoded": h(m.encode()),
+                "sealed": h(data),
+            }
+            for m, data in zip(messages, sealed, strict=True)
+        ],
+        "invalid_messages": [
+            {"description": d, "encoded": h(data), "error": e.slug}
+            for d, data, e in invalid_messages
+        ],
+        "invalid_sealed": [
+            {"description": d, "sealed": h(data), "code": which, "error": e.slug}
+            for d, data, which, e in invalid_sealed
+        ],
+    }
+
+
+def base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def session_vectors() -> dict[str, Any]:
@@ -644,6 +1094,8 @@ def build() -> dict[str, dict[str, Any]]:
         "kdf.json": kdf_vectors(),
         "keys.json": keys_vectors(alice, bob),
         "content.json": content_vectors(),
+        "devicelist.json": device_list_vectors(),
+        "provisioning.json": provisioning_vectors(),
         "session.json": session_vectors(),
         "frames.json": frame_vectors(),
         "safety_number.json": safety_vectors(),

@@ -29,6 +29,21 @@ class DeviceTokenScheme(OpenApiAuthenticationExtension):
         )
 
 
+class DeviceOrLinkTokenScheme(OpenApiAuthenticationExtension):
+    """keys.auth.DeviceOrLinkTokenAuthentication: the same header, which may also carry a
+    link token (for its own account's keys only)."""
+
+    target_class = "keys.auth.DeviceOrLinkTokenAuthentication"
+    name = "deviceOrLinkToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return build_bearer_security_scheme_object(
+            header_name="AUTHORIZATION",
+            token_prefix="Bearer",  # noqa: S106 - the scheme's name, not a secret
+            bearer_format="a device token, or an unused link token of this account",
+        )
+
+
 # Codes every authenticated endpoint can answer with.
 AUTHENTICATED = (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.INVALID_REQUEST)
 # Codes of a request body that carries keys.
@@ -43,6 +58,18 @@ KEY_UPLOAD = (
     ErrorCode.BAD_SIGNATURE,
     ErrorCode.DUPLICATE_PREKEY_ID,
     ErrorCode.PREKEY_BATCH_TOO_LARGE,
+)
+
+# Codes of a request that carries a new signed device list.
+DEVICE_LIST = (
+    ErrorCode.INVALID_REQUEST,
+    ErrorCode.MALFORMED,
+    ErrorCode.TRUNCATED,
+    ErrorCode.TRAILING_BYTES,
+    ErrorCode.INVALID_VALUE,
+    ErrorCode.INVALID_USERNAME,
+    ErrorCode.BAD_SIGNATURE,
+    ErrorCode.DEVICE_MISMATCH,
 )
 
 

@@ -22,10 +22,12 @@ from rest_framework import serializers
 
 from keys.services import MAX_DEVICE_NAME, DeviceInput, decode_exact
 from project.errors import ServiceError
+from protocol.devicelist import SignedDeviceList
 from protocol.encoding import Reader
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.keys import DeviceCertificate, KemPreKey, OneTimePreKey, SignedPreKey
 from protocol.limits import MAX_DEVICE_ID, MAX_DEVICES_PER_SEND
+from protocol.provisioning import MAX_LINK_TOKEN_BYTES
 
 # --- decoding helpers ----------------------------------------------------------------------
 
@@ -62,6 +64,13 @@ def decode_b64(text: str, field: str) -> bytes:
 def decode_key[T](read: Callable[[Reader], T], data: bytes, field: str, what: str) -> T:
     try:
         return decode_exact(read, data, what)
+    except ProtocolError as exc:
+        raise ServiceError.from_protocol(exc, field=field) from None
+
+
+def decode_device_list(data: bytes, field: str) -> SignedDeviceList:
+    try:
+        return SignedDeviceList.decode(bytes(data))
     except ProtocolError as exc:
         raise ServiceError.from_protocol(exc, field=field) from None
 
@@ -201,7 +210,25 @@ def _decode_all[T](
     )
 
 
-class SignUpSerializer(serializers.Serializer):
+class WithDeviceList(serializers.Serializer):
+    """A request that changes the account's devices carries its new signed device list."""
+
+    # validate() adds "device_list": the decoded protocol.devicelist.SignedDeviceList.
+
+    device_list_b64 = Base64Field(
+        help_text="SignedDeviceList signed by the account identity key: a version above the "
+        "stored one, naming exactly the account's devices after this change"
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        attrs["device_list"] = decode_device_list(
+            attrs["device_list_b64"], _prefix(self) + "device_list_b64"
+        )
+        return attrs
+
+
+class SignUpSerializer(WithDeviceList):
     username = serializers.CharField(help_text="3-32 characters; lower-cased by the server")
     password = serializers.CharField(
         write_only=True, trim_whitespace=False, max_length=4096, style={"input_type": "password"}
@@ -212,7 +239,8 @@ class SignUpSerializer(serializers.Serializer):
 
 class _OptionalCredentials(serializers.Serializer):
     username = serializers.CharField(
-        required=False, help_text="with password: when the request carries no device token"
+        required=False,
+        help_text="with password or link_token: when the request carries no device token",
     )
     password = serializers.CharField(
         required=False,
@@ -221,16 +249,43 @@ class _OptionalCredentials(serializers.Serializer):
         max_length=4096,
         style={"input_type": "password"},
     )
+    link_token = serializers.CharField(
+        required=False,
+        write_only=True,
+        max_length=MAX_LINK_TOKEN_BYTES,
+        help_text="a single-use link token from POST /api/v1/devices/link-tokens, with username",
+    )
 
 
-class AddDeviceSerializer(_OptionalCredentials, DeviceUploadSerializer):
-    """The device object of sign-up, plus credentials when there is no device token."""
+class AddDeviceSerializer(_OptionalCredentials, WithDeviceList, DeviceUploadSerializer):
+    """The device object of sign-up and the new device list, plus credentials when there
+    is no device token."""
 
 
-class WrappedAddDeviceSerializer(_OptionalCredentials):
+class WrappedAddDeviceSerializer(_OptionalCredentials, WithDeviceList):
     """The same, with the device fields under ``device`` as in sign-up (also accepted)."""
 
     device = DeviceUploadSerializer()
+
+
+class RevokeDeviceSerializer(WithDeviceList):
+    """The account's new device list, naming exactly the devices that remain."""
+
+
+class LinkTokenSerializer(serializers.Serializer):
+    link_token = serializers.CharField(
+        help_text="single use, for 10 minutes; sealed to the new device, never shown to a user"
+    )
+    expires_at = serializers.DateTimeField()
+
+
+class ProvisioningAddressSerializer(serializers.Serializer):
+    address = serializers.CharField(help_text="16 random bytes, base64url without padding")
+    expires_at = serializers.DateTimeField()
+
+
+class SealedSerializer(serializers.Serializer):
+    sealed_b64 = Base64Field(help_text="a sealed ProvisionMessage (protocol/provisioning.py)")
 
 
 class AccountCreatedSerializer(serializers.Serializer):
@@ -342,6 +397,11 @@ class PublishedDeviceSerializer(serializers.Serializer):
 class AccountKeysSerializer(serializers.Serializer):
     username = serializers.CharField()
     identity_key_b64 = Base64Field(source="identity_key", help_text="Ed25519 public, 32 bytes")
+    device_list_b64 = Base64Field(
+        source="device_list",
+        help_text="the newest SignedDeviceList the account key signed (empty: the account "
+        "has none)",
+    )
     devices = PublishedDeviceSerializer(many=True)
 
 

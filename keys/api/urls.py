@@ -22,5 +22,9 @@ urlpatterns = [
         views.LastResortKemPreKeyView.as_view(),
         name="device-last-resort-kem-prekey",
     ),
+    path("devices/link-tokens", views.LinkTokensView.as_view(), name="link-tokens"),
     path("devices/<int:device_id>", views.DeviceView.as_view(), name="device"),
+    path("provisioning", views.ProvisioningView.as_view(), name="provisioning"),
+    # GET is an asynchronous long poll; PUT goes to a DRF view (views.provisioning_slot).
+    path("provisioning/<str:address>", views.provisioning_slot, name="provisioning-slot"),
 ]

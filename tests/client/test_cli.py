@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -13,17 +14,26 @@ from pathlib import Path
 import pytest
 
 from client import cli
+from client.api import Api
 from client.cli import event_json, event_line, iso_ms, main
 from client.core import (
     Client,
+    DeviceRefused,
+    HistoryImported,
     IdentityChanged,
+    LinkedDevice,
     MessageReceived,
     MessageStatusChanged,
+    SentByMe,
     UndecryptableMessage,
 )
+from client.store import Store
+from protocol import primitives as p
 from protocol.errors import ErrorCode
+from protocol.keys import AccountIdentity, DeviceKeys
+from protocol.provisioning import LinkCode, ProvisionMessage, seal
 
-from .fakes import SERVER_URL, FakeServer, make_client
+from .fakes import SERVER_URL, FakeServer, Provisioning, make_client
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 PASSWORD = "correct horse battery"
@@ -79,6 +89,15 @@ def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
         ["--home"],
         ["receipts", "maybe"],
         ["read"],
+        ["link"],  # no server anywhere
+        ["approve-link"],
+        ["approve-link", "sealpost-link:x", "--history-bytes", "-1"],
+        ["approve-link", "sealpost-link:x", "--history-bytes", "lots"],
+        ["revoke"],
+        ["revoke", "two"],
+        ["revoke", "0"],
+        ["rename", "2"],
+        ["devices", "extra"],
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(
@@ -103,7 +122,10 @@ def test_register_without_a_password_and_no_terminal(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
-    for command in ("register", "send", "receive", "read", "receipts", "safety-number", "trust"):
+    for command in (
+        "register", "send", "receive", "read", "receipts", "safety-number", "trust", "link",
+        "approve-link", "devices", "revoke", "rename",
+    ):  # fmt: skip
         assert command in out
 
 
@@ -338,3 +360,199 @@ def test_human_lines() -> None:
 def test_status_json_shape() -> None:
     shape = event_json(MessageStatusChanged("bob", 12, "delivered"))
     assert shape == {"type": "status", "peer": "bob", "message_id": 12, "status": "delivered"}
+
+
+# --- several devices ----------------------------------------------------------------------
+
+
+def test_new_event_shapes() -> None:
+    assert event_json(SentByMe("bob", "hi", 1_000, 2, 9)) == {
+        "type": "sent",
+        "to": "bob",
+        "text": "hi",
+        "sent_at": "1970-01-01T00:00:01.000Z",
+        "device": 2,
+    }
+    assert event_json(HistoryImported(3)) == {"type": "history", "count": 3}
+    assert event_line(SentByMe("bob", "hi", 1_000, 2, 9)) == (
+        "1970-01-01T00:00:01.000Z me[2] to bob: hi"
+    )
+    assert event_line(HistoryImported(1)) == "(imported 1 message of history)"
+    assert event_line(DeviceRefused("bob", 7, "not in bob's signed device list")) == (
+        "warning: bob's device 7 is not in bob's signed device list; not sending to it"
+    )
+
+
+def _account_of(home: Path) -> AccountIdentity:
+    store = Store.open(home)
+    try:
+        return store.account_identity()
+    finally:
+        store.close()
+
+
+def test_linking_on_the_command_line(
+    capsys: pytest.CaptureFixture[str], server: FakeServer, tmp_path: Path
+) -> None:
+    alice, bob, laptop = tmp_path / "alice", tmp_path / "bob", tmp_path / "laptop"
+    register(capsys, alice, "alice")
+    register(capsys, bob, "bob")
+    account = _account_of(alice)
+    shown: list[str] = []
+
+    def approve(address: str) -> None:
+        # What approve-link does on alice's phone, done by hand: the link command runs on
+        # this event loop, so the test seals to the code it printed.
+        if shown:
+            return
+        shown.append(capsys.readouterr().out)
+        [code_line] = [line for line in shown[0].splitlines() if line.startswith("sealpost-link:")]
+        code = LinkCode.parse(code_line)
+        assert code.address_text == address
+        token = server.issue_link_token("alice")
+        message = ProvisionMessage("alice", account.seed, token, send_history=False)
+        server.provisioning[address].sealed = seal(code, message)
+        server.provisioning[address].arrived.set()
+
+    server.on_provisioning_poll = approve
+    code, out, err = run(
+        capsys, "--home", str(laptop), "--server", SERVER_URL, "link", "--name", "laptop"
+    )
+    assert (code, err) == (0, ""), err
+    assert out == "linked as alice device 2\n"
+    printed = shown[0].splitlines()
+    assert printed[0] == "On a device of your account, run:"
+    assert re.fullmatch(r"Fingerprint: [0-9a-f]{4}( [0-9a-f]{4}){3}", printed[4])
+    assert len(printed) > 15  # the QR code
+    assert printed[-1].startswith("Waiting for the approval")
+
+    code, out, err = run(capsys, "--home", str(alice), "devices")
+    assert (code, err) == (0, "")
+    first, second = out.splitlines()
+    assert re.fullmatch(r"1  Python client  created \S+  last seen never  \(this device\)", first)
+    assert re.fullmatch(r"2  laptop  created \S+  last seen never", second)
+
+    # What alice sends from her phone shows up on the laptop as sent.
+    assert run(capsys, "--home", str(alice), "send", "bob", "from the phone")[0] == 0
+    code, out, err = run(capsys, "--home", str(laptop), "receive", "--json")
+    assert (code, err) == (0, "")
+    [sent] = [json.loads(line) for line in out.splitlines()]
+    assert sent == {
+        "type": "sent",
+        "to": "bob",
+        "text": "from the phone",
+        "sent_at": sent["sent_at"],
+        "device": 1,
+    }
+    assert ISO_MS.fullmatch(sent["sent_at"])
+
+    assert run(capsys, "--home", str(alice), "rename", "2", "old laptop") == (
+        0,
+        "device 2 is now called old laptop\n",
+        "",
+    )
+    code, _, err = run(capsys, "--home", str(alice), "revoke", "2")  # stdin is no terminal
+    assert code == 2
+    assert_one_error_line(err, "usage")
+    assert "--yes" in err
+    code, out, err = run(capsys, "--home", str(alice), "revoke", "2", "--yes")
+    assert (code, out, err) == (0, "revoked device 2\n", "")
+    code, _, err = run(capsys, "--home", str(laptop), "receive")
+    assert code == 1
+    assert_one_error_line(err, "unauthorized")
+    code, _, err = run(capsys, "--home", str(alice), "revoke", "2", "--yes")
+    assert code == 1
+    assert_one_error_line(err, "unknown_device")
+
+    code, _, err = run(capsys, "--home", str(alice), "--server", SERVER_URL, "link")
+    assert code == 1
+    assert_one_error_line(err, "already_registered")
+
+
+def test_approving_a_link_on_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+    server: FakeServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alice, bob, tablet = tmp_path / "alice", tmp_path / "bob", tmp_path / "tablet"
+    register(capsys, alice, "alice")
+    register(capsys, bob, "bob")
+    assert run(capsys, "--home", str(alice), "send", "bob", "history 1")[0] == 0
+    assert run(capsys, "--home", str(bob), "receive")[0] == 0
+    assert run(capsys, "--home", str(bob), "send", "alice", "history 2")[0] == 0
+    assert run(capsys, "--home", str(alice), "receive")[0] == 0
+
+    # The tablet shows a code (its address made on the fake server directly).
+    private = p.random_bytes(32)
+    address = p.random_bytes(16)
+    code = LinkCode(address, p.x25519_public_key(private))
+    server.provisioning[code.address_text] = Provisioning(code.address_text, server.time_ms)
+    tasks: list[asyncio.Task[LinkedDevice]] = []
+
+    def tablet_opens_it(address: str) -> None:
+        new = make_client(server, tablet)
+
+        async def complete() -> LinkedDevice:
+            try:
+                async with Api(SERVER_URL, transport=server.http) as api:
+                    return await new._complete_link(
+                        api, code, private, device_name="tablet", timeout=5
+                    )
+            finally:
+                await new.close()
+
+        tasks.append(asyncio.get_running_loop().create_task(complete()))
+
+    server.on_provisioning_put = tablet_opens_it
+
+    # Asked, and told no: nothing is sealed.
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stdin, "readline", lambda: "n\n")
+    code_text = code.text()
+    result, out, err = run(capsys, "--home", str(alice), "approve-link", code_text)
+    assert (result, err) == (1, "")
+    assert "join alice" in out and out.endswith("not linked\n")
+    assert f"fingerprint: {cli.link_fingerprint(code)}" in out
+    assert not tasks and not any(r.startswith("PUT /api/v1/provisioning") for r in server.requests)
+
+    monkeypatch.setattr(sys.stdin, "readline", lambda: "yes\n")
+    result, out, err = run(
+        capsys, "--home", str(alice), "approve-link", code_text, "--history-bytes", "100000"
+    )
+    assert (result, err) == (0, ""), err
+    lines = out.splitlines()
+    assert lines[-2:] == ["linked device 2", "sent 2 messages of history (1 chunk)"]
+    assert tasks[0].done() and tasks[0].result() == LinkedDevice("alice", 2, True)
+
+    code_out = run(capsys, "--home", str(tablet), "receive", "--json")
+    assert code_out[0] == 0 and json.loads(code_out[1]) == {"type": "history", "count": 2}
+    client = make_client(server, tablet)
+    assert [(m.direction, m.text) for m in client.messages()] == [
+        ("out", "history 1"),
+        ("in", "history 2"),
+    ]
+    client.store.close()
+
+    result, _, err = run(capsys, "--home", str(alice), "approve-link", "sealpost-link:AQ")
+    assert result == 1
+    assert_one_error_line(err, "truncated")
+
+
+def test_a_refused_device_is_a_warning_on_the_command_line(
+    capsys: pytest.CaptureFixture[str], server: FakeServer, tmp_path: Path
+) -> None:
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    register(capsys, alice, "alice")
+    register(capsys, bob, "bob")
+    server.add_rogue_device("bob", DeviceKeys.create(_account_of(bob), 7))
+    code, out, err = run(capsys, "--home", str(alice), "send", "bob", "hello")
+    assert (code, out) == (0, "sent message 1 to bob\n")
+    assert err == "warning: bob's device 7 is not in bob's signed device list; not sending to it\n"
+
+    server.relay_expects_unlisted = True
+    code, out, err = run(capsys, "--home", str(alice), "send", "bob", "hello?")
+    assert code == 1 and out == ""
+    warning, error = err.splitlines()
+    assert warning.startswith("warning: bob's device 7")
+    assert error.startswith("error: unsigned_device: ")

@@ -14,6 +14,7 @@ from client.core import (
     Event,
     IdentityChanged,
     MessageReceived,
+    SentByMe,
     UndecryptableMessage,
 )
 from client.errors import LocalErrorCode, SealpostError
@@ -376,13 +377,27 @@ async def test_our_other_devices_get_a_copy(
     await alice.send_text("bob", "after")
     assert [f.recipient for f in sends_by(server, "alice")] == ["bob", "bob", "alice"]
     [copy] = await collect(alice2)
-    assert isinstance(copy, MessageReceived)
-    assert (copy.from_, copy.device, copy.text) == ("alice", 1, "after")
+    assert isinstance(copy, SentByMe)
+    assert (copy.destination, copy.device, copy.text) == ("bob", 1, "after")
+    [stored] = alice2.messages()
+    assert (stored.id, stored.direction, stored.peer, stored.status) == (
+        copy.message_id,
+        "out",
+        "bob",
+        "sent",
+    )
+    assert (stored.sender_device, stored.sent_at_ms) == (1, copy.sent_at_ms)
+    assert copy.sent_at_ms == alice.messages()[-1].sent_at_ms
 
     # And the other way round: device 2's sends reach bob and device 1.
     await alice2.send_text("bob", "from my laptop")
     assert texts(await collect(bob)) == ["before the second device", "after", "from my laptop"]
-    assert texts(await collect(alice)) == ["from my laptop"]
+    events = await collect(alice)
+    assert [(e.destination, e.text, e.device) for e in events if isinstance(e, SentByMe)] == [
+        ("bob", "from my laptop", 2)
+    ]
+    assert not any(isinstance(e, MessageReceived) for e in events)
+    assert [(m.direction, m.text) for m in alice.messages("bob")][-1] == ("out", "from my laptop")
     await alice2.close()
 
 

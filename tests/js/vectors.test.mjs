@@ -8,19 +8,29 @@ import { readdirSync } from 'node:fs';
 import { describe, test } from 'node:test';
 
 import {
+  AccountIdentity,
   DeviceCertificate,
+  DeviceKeys,
   ErrorCode,
   ErrorFrame,
   FrameStream,
+  HistoryChunk,
+  HistoryRecord,
   KemPreKey,
+  LinkCode,
   OneTimePreKey,
   PreKeyBundle,
   PreKeyMessage,
+  ProvisionMessage,
   RatchetMessage,
   Reader,
+  SentTranscript,
   SessionRecord,
+  SignedDeviceList,
   SignedPreKey,
   Text,
+  certificateDigest,
+  checkDevices,
   concatBytes,
   decodeContent,
   decodeFrame,
@@ -30,12 +40,15 @@ import {
   errorCodeFromSlug,
   errorSlug,
   frameTypeName,
+  openSealed,
   pad,
   padmeLength,
   pqxdh,
   primitives as p,
   ratchet,
   safetyNumber,
+  seal,
+  splitHistory,
 } from '../../static/js/protocol/index.js';
 import {
   VECTORS,
@@ -52,11 +65,13 @@ import {
 
 const KNOWN_FILES = [
   'content.json',
+  'devicelist.json',
   'encoding.json',
   'error_codes.json',
   'frames.json',
   'kdf.json',
   'keys.json',
+  'provisioning.json',
   'safety_number.json',
   'session.json',
 ];
@@ -201,6 +216,180 @@ test('content.json: Padmé lengths, padding and TEXT content', () => {
     assert.equal(hex(encodeContent(decoded, c.hide_length)), c.encoded);
     assert.equal(hex(encodeContent(new Text(c.body, c.sent_at_ms), c.hide_length)), c.encoded);
   }
+});
+
+describe('content.json: SENT, HISTORY and refused contents', () => {
+  const doc = loadVector('content.json');
+
+  test('SENT transcripts decode and re-encode byte for byte', () => {
+    assert.equal(doc.sent.length, 6);
+    for (const c of doc.sent) {
+      const decoded = decodeContent(unhex(c.encoded));
+      assert.ok(decoded instanceof SentTranscript);
+      assert.deepEqual([decoded.destination, decoded.body, decoded.sentAtMs], [c.destination, c.body, c.sent_at_ms]);
+      assert.equal(hex(encodeContent(new SentTranscript(c.destination, c.body, c.sent_at_ms), c.hide_length)), c.encoded);
+    }
+  });
+
+  test('HISTORY: splitHistory cuts the records into the recorded chunks, each byte for byte', () => {
+    const h = doc.history;
+    const records = h.lengths.map(
+      (/** @type {number} */ n, /** @type {number} */ i) =>
+        new HistoryRecord(i % 2 === 0 ? 'bob' : 'carol', i % 3 === 0, 1_795_000_000_000 + 1000 * i, `#${i} ` + 'é'.repeat(n)),
+    );
+    const transferId = unhex(h.transfer_id);
+    const chunks = splitHistory(records, transferId, h.sent_at_ms);
+    assert.equal(chunks.length, h.chunks.length);
+    assert.ok(chunks.length >= 3);
+    let position = 0;
+    chunks.forEach((chunk, i) => {
+      const c = h.chunks[i];
+      assert.deepEqual([chunk.index, chunk.total, chunk.records.length], [c.index, c.total, c.record_count]);
+      assert.deepEqual(chunk.records, records.slice(position, position + chunk.records.length));
+      position += chunk.records.length;
+      const encoded = encodeContent(chunk, true);
+      assert.equal(hex(p.sha256(encoded)), c.encoded_sha256, `chunk ${i}`);
+      assert.equal(encoded.length, c.encoded_length);
+      const decoded = decodeContent(encoded);
+      assert.ok(decoded instanceof HistoryChunk);
+      assert.deepEqual(decoded, chunk);
+    });
+    assert.equal(position, records.length);
+    const small = new HistoryChunk(transferId, 1, 3, records.slice(0, 2), h.sent_at_ms);
+    assert.equal(hex(encodeContent(small)), h.small.encoded);
+    assert.deepEqual(decodeContent(unhex(h.small.encoded)), small);
+    assert.equal(hex(encodeContent(new HistoryChunk(transferId, 0, 1, [], h.sent_at_ms))), h.empty.encoded);
+  });
+
+  test('refused contents fail with the recorded error', () => {
+    assert.ok(doc.invalid.length >= 10);
+    for (const c of doc.invalid) throwsSlug(() => decodeContent(unhex(c.encoded)), c.error);
+  });
+});
+
+describe('devicelist.json', () => {
+  const doc = loadVector('devicelist.json');
+  /** @type {Record<string, AccountIdentity>} */
+  const accounts = {};
+  for (const [name, a] of Object.entries(doc.accounts)) {
+    accounts[name] = AccountIdentity.fromSeed(unhex(/** @type {any} */ (a).seed));
+  }
+  /** @type {Record<string, DeviceCertificate>} */
+  const certificates = {};
+  for (const [name, d] of Object.entries(/** @type {Record<string, any>} */ (doc.devices))) {
+    const keys = DeviceKeys.create(accounts[d.account], d.device_id, {
+      rng: testStream(utf8(d.seed)),
+      registrationId: d.registration_id,
+    });
+    certificates[name] = keys.certificate;
+  }
+
+  test('every device certificate and list is made byte for byte from the recorded seeds', () => {
+    for (const [name, a] of Object.entries(/** @type {Record<string, any>} */ (doc.accounts))) {
+      assert.equal(hex(accounts[name].publicKey), a.public_key);
+    }
+    for (const [name, d] of Object.entries(/** @type {Record<string, any>} */ (doc.devices))) {
+      assert.equal(hex(certificates[name].encode()), d.certificate, name);
+      assert.equal(hex(certificateDigest(certificates[name])), d.certificate_sha256, name);
+    }
+    for (const [name, c] of Object.entries(/** @type {Record<string, any>} */ (doc.lists))) {
+      const signed = SignedDeviceList.sign(
+        accounts[c.signed_by],
+        c.username,
+        c.version,
+        c.issued_at_ms,
+        c.devices.map((/** @type {string} */ n) => certificates[n]),
+      );
+      assert.equal(hex(signed.encode()), c.encoded, name);
+      const decoded = SignedDeviceList.decode(unhex(c.encoded));
+      assert.deepEqual(decoded, signed);
+      assert.equal(hex(decoded.encode()), c.encoded);
+    }
+  });
+
+  test('checkDevices accepts, refuses and reports exactly as recorded', () => {
+    const alice = accounts.alice.publicKey;
+    assert.equal(doc.checks.length, 10);
+    for (const c of doc.checks) {
+      const list = SignedDeviceList.decode(unhex(doc.lists[c.list].encoded));
+      const served = c.served.map((/** @type {string} */ n) => certificates[n]);
+      const run = () => checkDevices(alice, c.username, list, served, c.newest_seen_version);
+      if (c.error) {
+        throwsSlug(run, c.error);
+        continue;
+      }
+      const result = run();
+      assert.deepEqual(
+        {
+          accepted: result.accepted.map((cert) => cert.deviceId),
+          refused: result.refused,
+          unlisted_missing: result.unlistedMissing,
+        },
+        { accepted: c.accepted, refused: c.refused, unlisted_missing: c.unlisted_missing },
+        JSON.stringify(c),
+      );
+    }
+  });
+
+  test('invalid encodings are refused with the recorded error', () => {
+    assert.ok(doc.invalid.length >= 8);
+    for (const c of doc.invalid) throwsSlug(() => SignedDeviceList.decode(unhex(c.encoded)), c.error);
+  });
+});
+
+describe('provisioning.json', () => {
+  const doc = loadVector('provisioning.json');
+  const link = doc.link_code;
+  const ephemeralPrivate = unhex(link.ephemeral_private);
+  const code = new LinkCode(unhex(link.address), p.x25519PublicKey(ephemeralPrivate));
+
+  test('the link code: bytes, text, address, and every accepted spelling', () => {
+    assert.equal(hex(code.ephemeralPublic), link.ephemeral_public);
+    assert.equal(hex(code.encode()), link.encoded);
+    assert.equal(code.text(), link.text);
+    assert.equal(code.addressText, link.address_text);
+    assert.ok(doc.valid_texts.length >= 3);
+    for (const text of doc.valid_texts) assert.deepEqual(LinkCode.parse(text), code, JSON.stringify(text));
+    assert.deepEqual(LinkCode.decode(unhex(link.encoded)), code);
+  });
+
+  test('invalid link codes fail with the recorded error', () => {
+    assert.ok(doc.invalid_texts.length >= 6);
+    for (const c of doc.invalid_texts) throwsSlug(() => LinkCode.parse(c.text), c.error);
+  });
+
+  test('provision messages: encoded, sealed with the recorded randomness, opened', () => {
+    assert.equal(doc.messages.length, 2);
+    doc.messages.forEach((/** @type {any} */ c, /** @type {number} */ i) => {
+      const message = new ProvisionMessage({
+        username: c.username,
+        accountSeed: unhex(c.account_seed),
+        linkToken: c.link_token,
+        sendHistory: c.send_history,
+      });
+      assert.equal(hex(message.encode()), c.encoded);
+      assert.deepEqual(ProvisionMessage.decode(unhex(c.encoded)), message);
+      const sealed = seal(code, message, { rng: testStream(utf8(`link/seal${i}`)) });
+      assert.equal(hex(sealed), c.sealed);
+      assert.deepEqual(openSealed(code, ephemeralPrivate, unhex(c.sealed)), message);
+      assert.ok(!String(message).includes(c.link_token || 'never') && !String(message).includes(c.account_seed));
+    });
+  });
+
+  test('invalid provision messages and sealed messages fail with the recorded error', () => {
+    for (const c of doc.invalid_messages) throwsSlug(() => ProvisionMessage.decode(unhex(c.encoded)), c.error);
+    /** @type {Record<string, [LinkCode, Uint8Array]>} */
+    const codes = {
+      link: [code, ephemeralPrivate],
+      other: [LinkCode.parse(doc.other.text), unhex(doc.other.ephemeral_private)],
+      moved: [LinkCode.parse(doc.moved.text), ephemeralPrivate],
+    };
+    assert.ok(doc.invalid_sealed.length >= 6);
+    for (const c of doc.invalid_sealed) {
+      const [which, key] = codes[c.code];
+      throwsSlug(() => openSealed(which, key, unhex(c.sealed)), c.error);
+    }
+  });
 });
 
 describe('session.json', () => {

@@ -17,12 +17,23 @@ from typing import Any
 import pytest
 
 from protocol import primitives as p
-from protocol.content import Text, decode_content, encode_content
+from protocol.content import (
+    HistoryChunk,
+    HistoryRecord,
+    SentTranscript,
+    Text,
+    decode_content,
+    encode_content,
+    split_history,
+)
+from protocol.devicelist import SignedDeviceList, certificate_digest, check_devices
 from protocol.encoding import Reader, encode_varint
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import FrameStream, decode_frame, encode_frame
 from protocol.keys import (
+    AccountIdentity,
     DeviceCertificate,
+    DeviceKeys,
     KemPreKey,
     OneTimePreKey,
     PreKeyBundle,
@@ -32,6 +43,7 @@ from protocol.limits import MAX_SKIPPED_KEYS
 from protocol.messages import PreKeyMessage, RatchetMessage
 from protocol.padding import pad, padme_length
 from protocol.pqxdh import derive_root_key
+from protocol.provisioning import LinkCode, ProvisionMessage, open_sealed, seal
 from protocol.ratchet import kdf_ck, kdf_rk, message_key_material
 from protocol.safety import safety_number
 from protocol.session import SessionRecord
@@ -130,6 +142,163 @@ def test_content_and_padding() -> None:
         decoded = decode_content(bytes.fromhex(case["encoded"]))
         assert (decoded.body, decoded.sent_at_ms) == (case["body"], case["sent_at_ms"])
         assert encode_content(decoded, case["hide_length"]).hex() == case["encoded"]
+
+
+def test_sent_transcripts() -> None:
+    cases = load("content.json")["sent"]
+    assert len(cases) == 6
+    for case in cases:
+        decoded = decode_content(bytes.fromhex(case["encoded"]))
+        expected = SentTranscript(case["destination"], case["body"], case["sent_at_ms"])
+        assert decoded == expected
+        assert encode_content(expected, case["hide_length"]).hex() == case["encoded"]
+
+
+def _history_records(doc: dict[str, Any]) -> list[HistoryRecord]:
+    """The records of content.json's history, rebuilt by its rule."""
+    return [
+        HistoryRecord(
+            "bob" if i % 2 == 0 else "carol",
+            i % 3 == 0,
+            1_795_000_000_000 + 1000 * i,
+            f"#{i} " + "é" * n,
+        )
+        for i, n in enumerate(doc["lengths"])
+    ]
+
+
+def test_history_chunks() -> None:
+    doc = load("content.json")["history"]
+    records = _history_records(doc)
+    transfer_id = bytes.fromhex(doc["transfer_id"])
+    chunks = split_history(records, transfer_id, doc["sent_at_ms"])
+    assert len(chunks) == len(doc["chunks"]) >= 3
+    position = 0
+    for chunk, case in zip(chunks, doc["chunks"], strict=True):
+        assert (chunk.index, chunk.total, len(chunk.records)) == (
+            case["index"],
+            case["total"],
+            case["record_count"],
+        )
+        assert list(chunk.records) == records[position : position + len(chunk.records)]
+        position += len(chunk.records)
+        encoded = encode_content(chunk, True)
+        assert (p.sha256(encoded).hex(), len(encoded)) == (
+            case["encoded_sha256"],
+            case["encoded_length"],
+        )
+        assert decode_content(encoded) == chunk
+    assert position == len(records)
+    small = HistoryChunk(transfer_id, 1, 3, tuple(records[:2]), doc["sent_at_ms"])
+    assert encode_content(small).hex() == doc["small"]["encoded"]
+    assert decode_content(bytes.fromhex(doc["small"]["encoded"])) == small
+    empty = HistoryChunk(transfer_id, 0, 1, (), doc["sent_at_ms"])
+    assert encode_content(empty).hex() == doc["empty"]["encoded"]
+
+
+def test_invalid_contents_are_refused() -> None:
+    cases = load("content.json")["invalid"]
+    assert len(cases) >= 10
+    for case in cases:
+        with pytest.raises(ProtocolError) as info:
+            decode_content(bytes.fromhex(case["encoded"]))
+        assert info.value.code.slug == case["error"], case["description"]
+
+
+def test_device_lists() -> None:
+    doc = load("devicelist.json")
+    accounts = {
+        name: AccountIdentity.from_seed(bytes.fromhex(a["seed"]))
+        for name, a in doc["accounts"].items()
+    }
+    for name, account in accounts.items():
+        assert account.public_key.hex() == doc["accounts"][name]["public_key"]
+    certificates = {}
+    for name, d in doc["devices"].items():
+        keys = DeviceKeys.create(
+            accounts[d["account"]],
+            d["device_id"],
+            rng=generator().TestStream(d["seed"].encode()),
+            registration_id=d["registration_id"],
+        )
+        assert keys.certificate.encode().hex() == d["certificate"]
+        assert certificate_digest(keys.certificate).hex() == d["certificate_sha256"]
+        certificates[name] = keys.certificate
+    lists = {}
+    for name, case in doc["lists"].items():
+        signed = SignedDeviceList.sign(
+            accounts[case["signed_by"]],
+            case["username"],
+            case["version"],
+            case["issued_at_ms"],
+            [certificates[n] for n in case["devices"]],
+        )
+        assert signed.encode().hex() == case["encoded"]
+        assert SignedDeviceList.decode(bytes.fromhex(case["encoded"])) == signed
+        lists[name] = signed
+    alice = accounts["alice"].public_key
+    for case in doc["checks"]:
+        served = [certificates[n] for n in case["served"]]
+        args = (alice, case["username"], lists[case["list"]], served, case["newest_seen_version"])
+        if "error" in case:
+            with pytest.raises(ProtocolError) as info:
+                check_devices(*args)
+            assert info.value.code.slug == case["error"], case
+        else:
+            result = check_devices(*args)
+            assert [c.device_id for c in result.accepted] == case["accepted"], case
+            assert list(result.refused) == case["refused"], case
+            assert list(result.unlisted_missing) == case["unlisted_missing"], case
+    for case in doc["invalid"]:
+        with pytest.raises(ProtocolError) as info:
+            SignedDeviceList.decode(bytes.fromhex(case["encoded"]))
+        assert info.value.code.slug == case["error"], case["description"]
+
+
+def test_provisioning() -> None:
+    doc = load("provisioning.json")
+    gen = generator()
+    link = doc["link_code"]
+    private = bytes.fromhex(link["ephemeral_private"])
+    code = LinkCode(bytes.fromhex(link["address"]), p.x25519_public_key(private))
+    assert code.ephemeral_public.hex() == link["ephemeral_public"]
+    assert code.encode().hex() == link["encoded"]
+    assert (code.text(), code.address_text) == (link["text"], link["address_text"])
+    for text in doc["valid_texts"]:
+        assert LinkCode.parse(text) == code
+    for case in doc["invalid_texts"]:
+        with pytest.raises(ProtocolError) as info:
+            LinkCode.parse(case["text"])
+        assert info.value.code.slug == case["error"], case
+    codes = {
+        "link": (code, private),
+        "other": (
+            LinkCode.parse(doc["other"]["text"]),
+            bytes.fromhex(doc["other"]["ephemeral_private"]),
+        ),
+        "moved": (LinkCode.parse(doc["moved"]["text"]), private),
+    }
+    for i, case in enumerate(doc["messages"]):
+        message = ProvisionMessage(
+            case["username"],
+            bytes.fromhex(case["account_seed"]),
+            case["link_token"],
+            case["send_history"],
+        )
+        assert message.encode().hex() == case["encoded"]
+        assert ProvisionMessage.decode(bytes.fromhex(case["encoded"])) == message
+        sealed = seal(code, message, rng=gen.TestStream(f"link/seal{i}".encode()))
+        assert sealed.hex() == case["sealed"]
+        assert open_sealed(code, private, bytes.fromhex(case["sealed"])) == message
+    for case in doc["invalid_messages"]:
+        with pytest.raises(ProtocolError) as info:
+            ProvisionMessage.decode(bytes.fromhex(case["encoded"]))
+        assert info.value.code.slug == case["error"], case["description"]
+    for case in doc["invalid_sealed"]:
+        which, key = codes[case["code"]]
+        with pytest.raises(ProtocolError) as info:
+            open_sealed(which, key, bytes.fromhex(case["sealed"]))
+        assert info.value.code.slug == case["error"], case["description"]
 
 
 class _Bob:

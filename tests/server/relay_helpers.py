@@ -1,7 +1,10 @@
 """Factories and a WebSocket client for the relay and envelope tests.
 
-Accounts and devices are made directly with the ORM: the relay never looks inside a
-certificate or a prekey, so placeholder bytes stand in for them.
+Accounts and devices are made directly with the ORM. The relay expects only devices the
+account's signed device list names by certificate, so each device gets a real certificate
+and the account a real list, re-signed with every device added; prekeys, which the relay
+never opens, are placeholder bytes. ``make_device(..., listed=False)`` inserts a row the
+way a compromised database would: not in the list.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from django.utils import timezone
 from keys.models import Account, Device, KemPreKey, OneTimePreKey
 from keys.tokens import generate_token
 from messaging.models import Envelope
+from protocol.devicelist import SignedDeviceList
 from protocol.encoding import Writer
 from protocol.frames import (
     Deliver,
@@ -36,6 +40,7 @@ from protocol.frames import (
     decode_frame,
     encode_frame,
 )
+from protocol.keys import AccountIdentity, DeviceCertificate, DeviceKeys
 from protocol.limits import PROTOCOL_VERSION
 
 # Generous: a slow CI machine must not turn into a flaky failure. Waiting for silence
@@ -64,28 +69,67 @@ class TestDevice:
         return Device.objects.select_related("account__user").get(pk=self.pk)
 
 
+# The account keys of the accounts made here, by username (a test database starts empty,
+# so a name is made afresh, with a new key, in every test that uses it).
+_account_keys: dict[str, AccountIdentity] = {}
+
+
 def make_account(username: str) -> Account:
     user = get_user_model().objects.create_user(username=username, password=None)
-    return Account.objects.create(user=user, identity_key=b"\x01" * 32)
+    identity = AccountIdentity.generate()
+    _account_keys[username] = identity
+    return Account.objects.create(user=user, identity_key=identity.public_key)
+
+
+def resign_device_list(account: Account) -> None:
+    """Sign and store a new list naming every device row the account has now."""
+    identity = _account_keys[account.username]
+    certificates = [
+        DeviceCertificate.decode(bytes(encoded))
+        for encoded in Device.objects.filter(account=account).values_list("certificate", flat=True)
+    ]
+    version = int(account.device_list_version) + 1
+    device_list = SignedDeviceList.sign(
+        identity, account.username, version, int(timezone.now().timestamp() * 1000), certificates
+    )
+    Account.objects.filter(pk=account.pk).update(
+        device_list=device_list.encode(), device_list_version=version
+    )
+    account.device_list_version = version
 
 
 def make_device(
-    username: str, device_id: int = 1, *, prekeys: int = 10, registration_id: int | None = None
+    username: str,
+    device_id: int = 1,
+    *,
+    prekeys: int = 10,
+    registration_id: int | None = None,
+    listed: bool = True,
 ) -> TestDevice:
     """A device of ``username`` (the account is made on first use) with ``prekeys``
-    one-time prekeys of each kind (10, the low watermark, means no PREKEYS_LOW notice)."""
-    account = Account.objects.filter(user__username=username).first() or make_account(username)
+    one-time prekeys of each kind (10, the low watermark, means no PREKEYS_LOW notice).
+    The account's signed list is re-signed to name it, unless ``listed`` is False."""
+    account = Account.objects.select_related("user").filter(
+        user__username=username
+    ).first() or make_account(username)
+    keys = DeviceKeys.create(
+        _account_keys[username],
+        device_id,
+        registration_id=registration_id or next(_registration_ids),
+    )
     token, token_hash = generate_token()
     device = Device.objects.create(
         account=account,
         device_id=device_id,
-        registration_id=registration_id or next(_registration_ids),
-        certificate=b"certificate",
-        identity_key=b"\x02" * 32,
+        registration_id=keys.certificate.registration_id,
+        certificate=keys.certificate.encode(),
+        identity_key=keys.identity_key,
         token_hash=token_hash,
         signed_prekey=b"signed prekey",
         last_resort_kem_prekey=b"last resort",
     )
+    if listed:
+        resign_device_list(account)
     OneTimePreKey.objects.bulk_create(
         OneTimePreKey(device=device, key_id=i, encoded=b"otk") for i in range(prekeys)
     )

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
-from keys.models import Device
+from keys.models import Account, Device
 from messaging import services
 from messaging.models import Envelope
 from messaging.services import SendAccepted, SendMismatch
@@ -65,6 +65,50 @@ def test_a_mismatch_stores_nothing_and_takes_no_seq() -> None:
         Device.objects.filter(account__user__username="bob").values_list("next_seq", flat=True)
     ) == [1, 1]
     assert bob2.model().next_seq == 1
+
+
+@pytest.mark.django_db
+def test_a_device_the_signed_list_does_not_name_is_never_expected() -> None:
+    """A row inserted straight into the database (not in the account's signed list) is not
+    expected: a send that leaves it out is accepted, one that addresses it gets extra."""
+    alice = make_device("alice")
+    bob1 = make_device("bob", 1)
+    planted = make_device("bob", 2, listed=False)
+
+    accepted = _send(alice, "bob", bob1.message(b"to 1"))
+    refused = _send(alice, "bob", bob1.message(b"to 1"), planted.message(b"to the plant"))
+
+    assert isinstance(accepted, SendAccepted)
+    assert [d.device_pk for d in accepted.deliveries] == [bob1.pk]
+    assert refused == SendMismatch(missing=(), extra=(2,), stale=())
+    assert envelope_seqs(bob1) == [1]
+    assert envelope_seqs(planted) == []
+
+
+@pytest.mark.django_db
+def test_a_listed_device_id_with_another_certificate_is_not_expected() -> None:
+    """The list names devices by certificate digest: a row that reuses a listed device id
+    and registration id with another certificate is not the listed device."""
+    alice = make_device("alice")
+    bob1 = make_device("bob", 1)
+    bob2 = make_device("bob", 2)
+    Device.objects.filter(pk=bob2.pk).delete()
+    swapped = make_device("bob", 2, registration_id=bob2.registration_id, listed=False)
+
+    result = _send(alice, "bob", bob1.message(), swapped.message())
+
+    assert result == SendMismatch(missing=(), extra=(2,), stale=())
+    assert isinstance(_send(alice, "bob", bob1.message()), SendAccepted)
+
+
+@pytest.mark.django_db
+def test_an_account_without_a_signed_list_has_no_expected_device() -> None:
+    """As an account made before device lists existed: its rows stay, but none is listed."""
+    alice = make_device("alice")
+    bob = make_device("bob")
+    Account.objects.filter(user__username="bob").update(device_list=b"", device_list_version=0)
+
+    assert _send(alice, "bob", bob.message()) == SendMismatch(missing=(), extra=(1,), stale=())
 
 
 @pytest.mark.django_db
@@ -203,7 +247,7 @@ def test_purge_expired_command_prints_how_many_it_deleted() -> None:
 
     call_command("purge_expired", "--batch", "2", stdout=out)
 
-    assert out.getvalue().strip() == "Deleted 3 expired envelopes."
+    assert out.getvalue().splitlines()[0] == "Deleted 3 expired envelopes."
     assert envelope_seqs(bob) == [4]
 
 

@@ -25,11 +25,14 @@ from tests.server.factories import (
     STRONG_PASSWORD,
     SignedUp,
     add_device,
+    add_device_body,
     authorized,
     b64,
     kem_prekeys,
     make_device,
+    next_list_b64,
     one_time_prekeys,
+    revoke_body,
     sign_up,
     sign_up_body,
 )
@@ -453,7 +456,7 @@ def test_add_a_device_with_username_and_password() -> None:
 
     response = APIClient().post(
         "/api/v1/devices",
-        {**device.payload(), "username": "alice", "password": STRONG_PASSWORD},
+        {**add_device_body(alice, device), "username": "alice", "password": STRONG_PASSWORD},
         format="json",
     )
 
@@ -476,7 +479,7 @@ def test_add_a_device_refuses_missing_or_wrong_credentials(credentials: dict[str
     device = make_device(alice.account, 2)
 
     response = APIClient().post(
-        "/api/v1/devices", {**device.payload(), **credentials}, format="json"
+        "/api/v1/devices", {**add_device_body(alice, device), **credentials}, format="json"
     )
 
     assert_error(response, 401, "unauthorized")
@@ -487,11 +490,21 @@ def test_add_a_device_also_takes_the_device_object_under_device() -> None:
     alice = sign_up("alice")
     device = make_device(alice.account, 2)
 
-    response = alice.client().post("/api/v1/devices", {"device": device.payload()}, format="json")
+    body = add_device_body(alice, device)
+    response = alice.client().post(
+        "/api/v1/devices",
+        {"device": device.payload(), "device_list_b64": body["device_list_b64"]},
+        format="json",
+    )
     assert response.status_code == 201
 
     other = make_device(AccountIdentity.generate(), 3)
-    refused = alice.client().post("/api/v1/devices", {"device": other.payload()}, format="json")
+    body = add_device_body(alice, other)
+    refused = alice.client().post(
+        "/api/v1/devices",
+        {"device": other.payload(), "device_list_b64": body["device_list_b64"]},
+        format="json",
+    )
     assert_error(refused, 400, "bad_signature", "device.certificate_b64")
 
 
@@ -499,7 +512,9 @@ def test_add_a_device_refuses_a_certificate_not_signed_by_the_account_key() -> N
     alice = sign_up("alice")
     stranger = make_device(AccountIdentity.generate(), 2)
 
-    response = alice.client().post("/api/v1/devices", stranger.payload(), format="json")
+    response = alice.client().post(
+        "/api/v1/devices", add_device_body(alice, stranger), format="json"
+    )
 
     assert_error(response, 400, "bad_signature", "certificate_b64")
     assert Device.objects.count() == 1
@@ -508,8 +523,11 @@ def test_add_a_device_refuses_a_certificate_not_signed_by_the_account_key() -> N
 def test_add_a_device_refuses_a_device_id_in_use() -> None:
     alice = sign_up("alice")
     again = make_device(alice.account, alice.device.device_id)
+    device_list = next_list_b64("alice", alice.account, remove=[1], add=[again.keys.certificate])
 
-    response = alice.client().post("/api/v1/devices", again.payload(), format="json")
+    response = alice.client().post(
+        "/api/v1/devices", {**again.payload(), "device_list_b64": device_list}, format="json"
+    )
 
     assert_error(response, 409, "device_id_taken", "certificate_b64")
 
@@ -520,7 +538,9 @@ def test_the_seventh_device_is_refused() -> None:
         add_device(alice, device_id, one_time=0, kem=0)
 
     seventh = make_device(alice.account, 7, one_time=0, kem=0)
-    response = alice.client().post("/api/v1/devices", seventh.payload(), format="json")
+    response = alice.client().post(
+        "/api/v1/devices", add_device_body(alice, seventh), format="json"
+    )
 
     assert_error(response, 422, "device_limit_reached")
     assert Device.objects.count() == 6
@@ -532,7 +552,7 @@ def test_the_device_limit_comes_from_settings(settings: Any) -> None:
     add_device(alice, 2, one_time=0, kem=0)
 
     third = make_device(alice.account, 3, one_time=0, kem=0)
-    response = alice.client().post("/api/v1/devices", third.payload(), format="json")
+    response = alice.client().post("/api/v1/devices", add_device_body(alice, third), format="json")
 
     assert_error(response, 422, "device_limit_reached")
 
@@ -556,8 +576,8 @@ def test_another_accounts_device_is_an_unknown_device() -> None:
     bob = sign_up("bob", device_id=5)
 
     renamed = alice.client().patch("/api/v1/devices/5", {"name": "mine"}, format="json")
-    revoked = alice.client().delete("/api/v1/devices/5")
-    missing = alice.client().delete("/api/v1/devices/9")
+    revoked = alice.client().delete("/api/v1/devices/5", revoke_body(alice, 5), format="json")
+    missing = alice.client().delete("/api/v1/devices/9", revoke_body(alice, 9), format="json")
 
     assert_error(renamed, 404, "unknown_device")
     assert_error(revoked, 404, "unknown_device")
@@ -583,7 +603,7 @@ def test_revoking_a_device_deletes_its_token_prekeys_and_envelopes_at_once() -> 
     )
     assert authorized(token).get("/api/v1/devices").status_code == 200
 
-    response = alice.client().delete("/api/v1/devices/2")
+    response = alice.client().delete("/api/v1/devices/2", revoke_body(alice, 2), format="json")
 
     assert response.status_code == 204
     assert_error(authorized(token).get("/api/v1/devices"), 401, "unauthorized")
@@ -597,7 +617,8 @@ def test_revoking_a_device_deletes_its_token_prekeys_and_envelopes_at_once() -> 
 def test_a_device_can_revoke_itself() -> None:
     alice = sign_up("alice")
 
-    assert alice.client().delete("/api/v1/devices/1").status_code == 204
+    response = alice.client().delete("/api/v1/devices/1", revoke_body(alice, 1), format="json")
+    assert response.status_code == 204, response.json()
     assert_error(alice.client().get("/api/v1/devices"), 401, "unauthorized")
 
 

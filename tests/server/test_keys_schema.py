@@ -27,6 +27,9 @@ DOCUMENTED = {
     "/api/v1/devices/self/last-resort-kem-prekey": {"put"},
     "/api/v1/accounts/{username}/keys": {"get"},
     "/api/v1/accounts/{username}/bundles": {"post"},
+    "/api/v1/devices/link-tokens": {"post"},
+    "/api/v1/provisioning": {"post"},
+    "/api/v1/provisioning/{address}": {"get", "put"},
 }
 ERROR_REF = "#/components/schemas/Error"
 
@@ -76,6 +79,20 @@ def test_error_codes_are_documented_where_the_contract_puts_them(
     assert "`prekey_store_full`" in codes("/api/v1/devices/self/prekeys", "post", "422")
     assert "`unknown_device`" in codes("/api/v1/devices/{device_id}", "delete", "404")
     assert "`unknown_device`" in codes("/api/v1/accounts/{username}/bundles", "post", "404")
+    assert "`device_mismatch`" in codes("/api/v1/accounts", "post", "409")
+    assert "`device_mismatch`" in codes("/api/v1/devices", "post", "409")
+    assert "`device_mismatch`" in codes("/api/v1/devices/{device_id}", "delete", "409")
+    assert "`link_not_found`" in codes("/api/v1/devices", "post", "404")
+    assert "`link_expired`" in codes("/api/v1/devices", "post", "410")
+    assert "`rate_limited`" in codes("/api/v1/provisioning", "post", "429")
+    slot = "/api/v1/provisioning/{address}"
+    assert "`invalid_request`" in codes(slot, "put", "409")
+    assert "`too_large`" in codes(slot, "put", "413")
+    assert "`link_expired`" in codes(slot, "get", "410")
+    assert "204" in schema["paths"][slot]["get"]["responses"]
+    assert [p["name"] for p in schema["paths"][slot]["get"]["parameters"]] == ["address", "wait"]
+    keys = schema["components"]["schemas"]["AccountKeys"]
+    assert "device_list_b64" in keys["properties"]
     error = schema["components"]["schemas"]["Error"]
     assert set(error["required"]) == {"code", "message"}
 
@@ -86,6 +103,11 @@ def test_sign_up_and_log_in_need_no_credentials_and_the_rest_take_a_device_token
     paths = schema["paths"]
     assert paths["/api/v1/accounts"]["post"].get("security", []) in ([], [{}])
     assert paths["/api/v1/session"]["post"].get("security", []) in ([], [{}])
+    assert paths["/api/v1/provisioning"]["post"].get("security", []) in ([], [{}])
+    assert paths["/api/v1/provisioning/{address}"]["get"].get("security", []) in ([], [{}])
+    slot_put = paths["/api/v1/provisioning/{address}"]["put"]
+    assert {"deviceToken": []} in slot_put["security"]
+    assert paths["/api/v1/devices/link-tokens"]["post"]["security"] == [{"deviceToken": []}]
     assert {"deviceToken": []} in paths["/api/v1/devices/self/prekeys"]["get"]["security"]
     scheme = schema["components"]["securitySchemes"]["deviceToken"]
     assert scheme["type"] == "http"

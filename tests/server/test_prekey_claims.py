@@ -27,6 +27,7 @@ from tests.server.factories import (
     authorized,
     b64,
     make_device,
+    revoke_body,
     sign_up,
     sign_up_body,
 )
@@ -304,7 +305,8 @@ def test_revoking_a_device_tells_its_connections_after_the_commit(
     channel = join_group(in_memory_layer, device_pk("alice", 2))
 
     with django_capture_on_commit_callbacks() as callbacks:
-        assert alice.client().delete("/api/v1/devices/2").status_code == 204
+        response = alice.client().delete("/api/v1/devices/2", revoke_body(alice, 2), format="json")
+        assert response.status_code == 204
     assert async_to_sync(receive_within)(channel, 0.1) is None
     for callback in callbacks:
         callback()

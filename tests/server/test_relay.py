@@ -288,6 +288,22 @@ async def test_device_mismatch_names_missing_extra_and_stale_devices_and_stores_
             assert await aenvelope_seqs(device) == []
 
 
+async def test_a_device_planted_in_the_database_is_never_expected_nor_sent_to() -> None:
+    alice = await amake_device("alice")
+    bob1 = await amake_device("bob", 1)
+    planted = await amake_device("bob", 2, listed=False)  # a row the signed list lacks
+    async with connected(alice.token, backlog_empty=True) as socket:
+        await socket.send(send_frame(1, "bob", bob1.message(b"hi")))
+        assert (await socket.expect(SendOk)).request_id == 1
+
+        await socket.send(send_frame(2, "bob", bob1.message(b"hi"), planted.message(b"hi")))
+        mismatch = await socket.expect(DeviceMismatch)
+
+    assert mismatch == DeviceMismatch(2, missing=(), extra=(2,), stale=())
+    assert await aenvelope_seqs(bob1) == [1]
+    assert await aenvelope_seqs(planted) == []
+
+
 async def test_send_is_stored_before_send_ok_and_delivered_live_with_its_seq() -> None:
     alice, bob = await _pair()
     async with (

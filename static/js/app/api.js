@@ -18,6 +18,8 @@ import { ClientError, LocalCode } from './errors.js';
 /** @typedef {{deviceId: number, registrationId: number, certificate: Uint8Array}} DeviceEntry */
 /** @typedef {{deviceId: number, registrationId: number, bundle: Uint8Array}} ClaimedBundle */
 /** @typedef {{oneTimePrekeys: number, kemPrekeys: number, lowWatermark: number, maxStored: number}} PreKeyCounts */
+/** @typedef {{deviceId: number, name: string, createdAt: string | null, lastSeenAt: string | null, current: boolean}} OwnDevice */
+/** @typedef {{value: string, expiresAt: number}} Expiring a token or address and when it expires (ms) */
 /**
  * The `device` object of sign-up, as encoded keys.
  * @typedef {{certificate: Uint8Array, name: string, signedPrekey: Uint8Array,
@@ -106,17 +108,20 @@ export class Api {
   }
 
   /**
+   * `token` replaces the device token for this request (a link token, for a device being
+   * linked); `signal` aborts it (a long poll given up).
    * @param {string} method
    * @param {string} path
    * @param {unknown} [body]
-   * @param {{bearer?: boolean}} [options]
+   * @param {{bearer?: boolean, token?: string | null, signal?: AbortSignal}} [options]
    * @returns {Promise<any>}
    */
-  async request(method, path, body, { bearer = true } = {}) {
+  async request(method, path, body, { bearer = true, token = null, signal } = {}) {
     /** @type {Record<string, string>} */
     const headers = { Accept: 'application/json' };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
-    if (bearer && this.token) headers.Authorization = `Bearer ${this.token}`;
+    const credential = token ?? (bearer ? this.token : null);
+    if (credential) headers.Authorization = `Bearer ${credential}`;
     const csrf = UNSAFE.has(method) ? readCookie('csrftoken') : null;
     if (csrf) headers['X-CSRFToken'] = csrf;
     const what = `${method} ${path}`;
@@ -127,8 +132,10 @@ export class Api {
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
         credentials: 'same-origin',
+        ...(signal ? { signal } : {}),
       });
     } catch (error) {
+      if (signal?.aborted) throw new ClientError(LocalCode.CLOSED, `${what}: given up`);
       throw new ClientError(LocalCode.UNREACHABLE, `cannot reach ${this.baseUrl} (${what}): ${error}`);
     }
     const text = await response.text().catch(() => '');
@@ -167,9 +174,16 @@ export class Api {
    * @param {string} password
    * @param {Uint8Array} identityKey
    * @param {DeviceUpload} device
+   * @param {Uint8Array} deviceList the SignedDeviceList (version 1) naming this device
    */
-  async createAccount(username, password, identityKey, device) {
-    const body = { username, password, identity_key_b64: toBase64(identityKey), device: deviceBody(device) };
+  async createAccount(username, password, identityKey, device, deviceList) {
+    const body = {
+      username,
+      password,
+      identity_key_b64: toBase64(identityKey),
+      device: deviceBody(device),
+      device_list_b64: toBase64(deviceList),
+    };
     const data = await this.request('POST', '/api/v1/accounts', body, { bearer: false });
     return {
       username: /** @type {string} */ (field(data, 'username', 'string')),
@@ -192,12 +206,21 @@ export class Api {
 
   // --- other accounts ---------------------------------------------------------------
 
-  /** @param {string} username */
-  async accountKeys(username) {
-    const data = await this.request('GET', `/api/v1/accounts/${encodeURIComponent(username)}/keys`);
+  /**
+   * The account's identity key, devices and signed device list (null if the server sent
+   * none). `options` as for request(): a device being linked asks with no token, or its
+   * link token.
+   * @param {string} username
+   * @param {{bearer?: boolean, token?: string | null}} [options]
+   */
+  async accountKeys(username, options) {
+    const data = await this.request('GET', `/api/v1/accounts/${encodeURIComponent(username)}/keys`, undefined, options);
+    const list = data?.device_list_b64;
     return {
       username: /** @type {string} */ (field(data, 'username', 'string')),
       identityKey: fromBase64(data?.identity_key_b64),
+      /** @type {Uint8Array | null} */
+      deviceList: typeof list === 'string' && list ? fromBase64(list) : null,
       /** @type {DeviceEntry[]} */
       devices: listOf(data, 'devices').map((item) => ({
         deviceId: field(item, 'device_id', 'number'),
@@ -223,6 +246,86 @@ export class Api {
         registrationId: field(item, 'registration_id', 'number'),
         bundle: fromBase64(item.bundle_b64),
       })),
+    };
+  }
+
+  // --- this account's devices -------------------------------------------------------
+
+  /** @returns {Promise<OwnDevice[]>} */
+  async devices() {
+    const data = await this.request('GET', '/api/v1/devices');
+    const items = Array.isArray(data) ? data : data?.devices;
+    if (!Array.isArray(items)) throw badResponse('GET /api/v1/devices: not a list');
+    return items.map(ownDevice);
+  }
+
+  /**
+   * @param {number} deviceId
+   * @param {string} name
+   * @returns {Promise<OwnDevice>}
+   */
+  async renameDevice(deviceId, name) {
+    return ownDevice(await this.request('PATCH', `/api/v1/devices/${deviceId}`, { name }));
+  }
+
+  /**
+   * @param {number} deviceId
+   * @param {Uint8Array} deviceList the new signed list, without the device
+   */
+  async revokeDevice(deviceId, deviceList) {
+    await this.request('DELETE', `/api/v1/devices/${deviceId}`, { device_list_b64: toBase64(deviceList) });
+  }
+
+  // --- linking a device -------------------------------------------------------------
+
+  /** New device: a provisioning address for its link code. @returns {Promise<Expiring>} */
+  async createProvisioningAddress() {
+    const data = await this.request('POST', '/api/v1/provisioning', undefined, { bearer: false });
+    return expiring(data, 'address');
+  }
+
+  /**
+   * New device: the sealed provisioning message, once there (null when `wait` seconds
+   * passed without it).
+   * @param {string} address
+   * @param {number} wait seconds, at most 30
+   * @param {AbortSignal} [signal]
+   */
+  async waitForProvisioning(address, wait, signal) {
+    const path = `/api/v1/provisioning/${encodeURIComponent(address)}?wait=${wait}`;
+    const data = await this.request('GET', path, undefined, { bearer: false, signal });
+    if (data === null) return null; // 204: nothing yet
+    return fromBase64(data?.sealed_b64);
+  }
+
+  /** Existing device: a single-use token for one new device. @returns {Promise<Expiring>} */
+  async createLinkToken() {
+    return expiring(await this.request('POST', '/api/v1/devices/link-tokens'), 'link_token');
+  }
+
+  /**
+   * Existing device: leave the sealed provisioning message at the new device's address.
+   * @param {string} address
+   * @param {Uint8Array} sealed
+   */
+  async putProvisioning(address, sealed) {
+    await this.request('PUT', `/api/v1/provisioning/${encodeURIComponent(address)}`, { sealed_b64: toBase64(sealed) });
+  }
+
+  /**
+   * New device: register with the link token (no device token yet).
+   * @param {string} username
+   * @param {string} linkToken
+   * @param {DeviceUpload} device
+   * @param {Uint8Array} deviceList the account's new list, naming this device too
+   */
+  async addLinkedDevice(username, linkToken, device, deviceList) {
+    const body = { username, link_token: linkToken, device: deviceBody(device), device_list_b64: toBase64(deviceList) };
+    const data = await this.request('POST', '/api/v1/devices', body, { bearer: false });
+    return {
+      username: /** @type {string} */ (field(data, 'username', 'string')),
+      deviceId: /** @type {number} */ (field(data, 'device_id', 'number')),
+      token: /** @type {string} */ (field(data, 'token', 'string')),
     };
   }
 
@@ -256,6 +359,32 @@ export class Api {
       kem_prekey_b64: toBase64(kemPrekey),
     });
   }
+}
+
+/**
+ * @param {any} item
+ * @returns {OwnDevice}
+ */
+function ownDevice(item) {
+  const text = (/** @type {string} */ key) => (typeof item?.[key] === 'string' ? item[key] : null);
+  return {
+    deviceId: field(item, 'device_id', 'number'),
+    name: text('name') ?? '',
+    createdAt: text('created_at'),
+    lastSeenAt: text('last_seen_at'),
+    current: item?.current === true,
+  };
+}
+
+/**
+ * @param {any} data
+ * @param {string} key
+ * @returns {Expiring}
+ */
+function expiring(data, key) {
+  const expiresAt = Date.parse(field(data, 'expires_at', 'string'));
+  if (Number.isNaN(expiresAt)) throw badResponse('field expires_at is not a date');
+  return { value: field(data, key, 'string'), expiresAt };
 }
 
 /**

@@ -20,6 +20,14 @@
  *   `untrusted_identity` until trust().
  * - Events reach the page only after their transaction has committed.
  *
+ * Several devices per account (docs/api.md). Every device-list fetch is checked against the
+ * account's signed device list (protocol/devicelist.py check_devices), whose newest version
+ * per account is stored and never goes back; only devices it names, with the certificate
+ * shown, are encrypted to, and the others are reported ('device-refused'). A text also goes
+ * to this account's other devices as a SENT transcript, which they store as sent by us. A
+ * newly linked device takes HISTORY chunks from the device that approved it (reassembled in
+ * any order, duplicates ignored, imported once: 'history-imported').
+ *
  * Receipts (protocol/content.py RECEIPT). A message is named by its sender and sent_at, so
  * every content this device sends gets a sent_at above the previous one (unique and
  * increasing). Received texts queue a DELIVERED receipt (in the transaction that stores
@@ -29,6 +37,7 @@
  */
 
 import {
+  ADDRESS_BYTES,
   AccountIdentity,
   Deliver,
   DeviceCertificate,
@@ -36,7 +45,11 @@ import {
   DeviceMessage,
   DeviceMismatch,
   ErrorCode,
+  HISTORY_TRANSFER_ID_BYTES,
+  HistoryChunk,
+  HistoryRecord,
   KemPreKeyPair,
+  LinkCode,
   MAX_PREKEYS_PER_UPLOAD,
   MAX_RECEIPT_ITEMS,
   MAX_TEXT_BYTES,
@@ -47,21 +60,32 @@ import {
   PreKeyBundle,
   PreKeyMessage,
   ProtocolError,
+  ProvisionMessage,
   Receipt,
   ReceiptKind,
   Send,
   SendOk,
+  SentTranscript,
   SessionRecord,
+  SignedDeviceList,
   SignedPreKeyPair,
   Text,
+  base64UrlDecode,
   bytesEqual,
+  checkDevices,
   constantTimeEqual,
   decodeContent,
   encodeContent,
+  encodeHistoryRecords,
   errorSlug,
   normalizeUsername,
+  openSealed,
   peekKind,
+  primitives,
+  randomBytes,
   safetyNumber,
+  seal,
+  splitHistory,
   toHex,
   utf8Encode,
 } from '../protocol/index.js';
@@ -72,7 +96,11 @@ import { Store, req } from './store.js';
 
 /** @import { Push } from './relay.js' */
 
-export const DEVICE_ID = 1; // sign-up creates device 1; linking further devices is not built yet
+export const DEVICE_ID = 1; // sign-up creates device 1; linking gives the lowest id unused
+export const LINK_TIMEOUT_MS = 10 * 60 * 1000; // a link code, and a link token, last 10 minutes
+export const DEFAULT_HISTORY_BYTES = 1024 * 1024; // history sent to a newly linked device
+const PROVISIONING_WAIT_S = 25; // one long poll for the sealed provisioning message
+const LINK_POLL_MS = 1500; // how often the approving device looks for the new one
 const PREKEY_BATCH = MAX_PREKEYS_PER_UPLOAD; // 100 of each kind at sign-up and per top-up
 const MAX_MISMATCH_ROUNDS = 3;
 const WEEK_MS = 7 * 24 * 3600 * 1000; // signed prekey age before rotation; grace of a retired one
@@ -91,6 +119,17 @@ const KINDS = [ReceiptKind.DELIVERED, ReceiptKind.READ];
  */
 /** @typedef {{username: string, certificates: Map<number, DeviceCertificate>, bundles: Map<number, PreKeyBundle>}} Target */
 /** @typedef {{id?: number, messageId: number | null, recipient: string, primary: boolean, content: Uint8Array, payloads: {deviceId: number, registrationId: number, payload: Uint8Array}[], createdAt: number}} OutboxEntry */
+/**
+ * An account's devices as the server shows them, checked against its signed list:
+ * `accepted` by id, `certificates` the accepted ones to encrypt to (our own device left
+ * out), `refused` device ids with the reason.
+ * @typedef {{deviceList: SignedDeviceList, accepted: Map<number, DeviceCertificate>,
+ *   certificates: Map<number, DeviceCertificate>, refused: Map<number, string>}} CheckedDevices
+ */
+/**
+ * What a new device shows while it waits to be linked.
+ * @typedef {{text: string, fingerprint: string, address: string, expiresAt: number}} LinkOffer
+ */
 
 /** @param {unknown} value */
 const num = (value) => (value === null || value === undefined ? null : Number(value));
@@ -204,6 +243,56 @@ async function queueReceipt(t, peer, kind, sentAts) {
   await req(receipts.put(row));
 }
 
+/**
+ * Four groups of four hex digits of a link code (client/cli.py link_fingerprint): both
+ * devices show it, so that the user can tell the approving device lets in the device in
+ * their hand.
+ * @param {LinkCode} code
+ */
+export function linkFingerprint(code) {
+  const digest = toHex(primitives.sha256(code.encode())).slice(0, 16);
+  return digest.match(/.{4}/g)?.join(' ') ?? digest;
+}
+
+/**
+ * A ClientError for a link code that does not read.
+ * @param {string} text
+ */
+export function parseLinkCode(text) {
+  try {
+    return LinkCode.parse(text);
+  } catch (error) {
+    if (error instanceof ProtocolError) throw ClientError.fromProtocol(error, 'the link code');
+    throw error;
+  }
+}
+
+/**
+ * The newest signed version stored for `username`, if it was checked against `accountKey`.
+ * @param {any} row a `deviceLists` row
+ * @param {Uint8Array} accountKey
+ * @returns {import('../protocol/encoding.js').Uint64}
+ */
+function storedVersion(row, accountKey) {
+  return row && constantTimeEqual(row.accountKey, accountKey) ? row.version : 0;
+}
+
+/**
+ * Forget `username`'s devices that are not in `keep`: their certificates and sessions, so
+ * that nothing (a receipt either) is encrypted to them again.
+ * @param {IDBTransaction} t
+ * @param {string} username
+ * @param {Map<number, unknown>} keep
+ */
+async function forgetDevices(t, username, keep) {
+  for (const key of await req(t.objectStore('peerDevices').getAllKeys())) {
+    const [name, deviceId] = /** @type {[string, number]} */ (/** @type {unknown} */ (key));
+    if (name !== username || keep.has(deviceId)) continue;
+    await req(t.objectStore('peerDevices').delete(key));
+    await req(t.objectStore('sessions').delete([username, deviceId]));
+  }
+}
+
 export class WebClient extends EventTarget {
   /**
    * Use `WebClient.open()`.
@@ -241,6 +330,10 @@ export class WebClient extends EventTarget {
     this._receiptsAgain = false;
     /** @type {Map<string, number>} receipts owed per sender since the last flush began */
     this._owed = new Map();
+    /** @type {Set<string>} refused devices already reported ('device-refused') */
+    this._reported = new Set();
+    /** @type {{code: LinkCode, privateKey: Uint8Array, address: string, expiresAt: number} | null} */
+    this._pendingLink = null;
   }
 
   /**
@@ -361,8 +454,9 @@ export class WebClient extends EventTarget {
   /**
    * Create the account and this browser's device (device 1): the account identity key,
    * the device keys, a signed prekey, a last-resort KEM prekey and 100 one-time prekeys of
-   * each kind ('progress' events while they are made), then sign up and store it all in
-   * one transaction. The server also sets the session cookie.
+   * each kind ('progress' events while they are made), the account's signed device list
+   * (version 1, naming this device), then sign up and store it all in one transaction. The
+   * server also sets the session cookie.
    * @param {string} username
    * @param {string} password
    * @param {{deviceName?: string}} [options]
@@ -372,9 +466,33 @@ export class WebClient extends EventTarget {
       throw new ClientError(LocalCode.ALREADY_REGISTERED, `this browser already holds the account ${this.username}`);
     }
     username = normalize(username);
-    const store = this._store;
     const account = AccountIdentity.generate();
-    const device = DeviceKeys.create(account, DEVICE_ID);
+    const made = await this._makeDevice(account, DEVICE_ID);
+    const deviceList = SignedDeviceList.sign(account, username, 1, this._clock(), [made.device.certificate]);
+    const registration = await this._api.createAccount(
+      username,
+      password,
+      account.publicKey,
+      made.upload(deviceName),
+      deviceList.encode(),
+    );
+    if (registration.username !== username || registration.deviceId !== DEVICE_ID) {
+      throw new ClientError(
+        LocalCode.BAD_RESPONSE,
+        `sign-up answered for ${registration.username} device ${registration.deviceId}, not ${username} device ${DEVICE_ID}`,
+      );
+    }
+    await this._saveDevice(username, account, made, deviceList, registration.token, false);
+  }
+
+  /**
+   * Make a device's keys and prekeys ('progress' events meanwhile), sealed for storage.
+   * @param {AccountIdentity} account
+   * @param {number} deviceId
+   */
+  async _makeDevice(account, deviceId) {
+    const store = this._store;
+    const device = DeviceKeys.create(account, deviceId);
     const [signedId] = await store.reserveKeyIds('signed', 1);
     const [lastResortId, ...kemIds] = await store.reserveKeyIds('kem', PREKEY_BATCH + 1);
     const oneTimeIds = await store.reserveKeyIds('one_time', PREKEY_BATCH);
@@ -401,35 +519,377 @@ export class WebClient extends EventTarget {
       identityPrivate: await store.seal(device.identityPrivate, 'own:identityPrivate'),
       certificate: device.certificate.encode(),
     };
-    const registration = await this._api.createAccount(username, password, account.publicKey, {
+    /** @param {string} name @returns {import('./api.js').DeviceUpload} */
+    const upload = (name) => ({
       certificate: device.certificate.encode(),
-      name: deviceName,
+      name,
       signedPrekey: signed.public.encode(),
       lastResortKemPrekey: lastResort.public.encode(),
       oneTimePrekeys: oneTime.map((pair) => pair.public.encode()),
       kemPrekeys: kem.map((pair) => pair.public.encode()),
     });
-    if (registration.username !== username || registration.deviceId !== DEVICE_ID) {
-      throw new ClientError(
-        LocalCode.BAD_RESPONSE,
-        `sign-up answered for ${registration.username} device ${registration.deviceId}, not ${username} device ${DEVICE_ID}`,
-      );
-    }
-    const token = await store.sealText(registration.token, 'config:token');
-    const config = { username, deviceId: DEVICE_ID, loggedIn: true, receipts: true, lastSentAt: 0 };
-    await store.write(['config', 'keys', 'prekeys', 'identities'], async (t) => {
+    return { device, rows, own, upload };
+  }
+
+  /**
+   * Store a device the server accepted: keys, prekeys, our own identity (as verified: a
+   * message from our account under another key is caught), the device list, the config.
+   * @param {string} username
+   * @param {AccountIdentity} account
+   * @param {Awaited<ReturnType<WebClient['_makeDevice']>>} made
+   * @param {SignedDeviceList} deviceList
+   * @param {string} token
+   * @param {boolean} historyExpected
+   */
+  async _saveDevice(username, account, made, deviceList, token, historyExpected) {
+    const store = this._store;
+    const now = this._clock();
+    const deviceId = made.device.deviceId;
+    const sealedToken = await store.sealText(token, 'config:token');
+    const config = { username, deviceId, loggedIn: true, receipts: true, lastSentAt: 0, historyExpected };
+    await store.write(['config', 'keys', 'prekeys', 'identities', 'deviceLists'], async (t) => {
       const keys = t.objectStore('keys');
       if (await req(keys.get('own'))) throw new ClientError(LocalCode.ALREADY_REGISTERED, 'another tab registered first');
-      await req(keys.put(own, 'own'));
-      for (const row of rows) await req(t.objectStore('prekeys').put(row));
-      // Our own key, as verified: a message from our account under another key is caught.
+      await req(keys.put(made.own, 'own'));
+      for (const row of made.rows) await req(t.objectStore('prekeys').put(row));
       const identity = { username, accountKey: account.publicKey, firstSeen: now, changed: false, verified: true };
       await req(t.objectStore('identities').put(identity));
-      for (const [name, value] of Object.entries({ ...config, token })) await req(t.objectStore('config').put(value, name));
+      await req(
+        t.objectStore('deviceLists').put({
+          username,
+          accountKey: account.publicKey,
+          version: deviceList.version,
+          list: deviceList.encode(),
+          refused: [],
+          seenAt: now,
+        }),
+      );
+      for (const [name, value] of Object.entries({ ...config, token: sealedToken })) {
+        await req(t.objectStore('config').put(value, name));
+      }
     });
-    Object.assign(this._config, config, { token: registration.token });
-    this._device = device;
-    this._api.token = registration.token;
+    Object.assign(this._config, config, { token });
+    this._device = made.device;
+    this._api.token = token;
+  }
+
+  // --- linking: this browser as a further device of an account ----------------------
+
+  /**
+   * New device, step 1: a provisioning address and an ephemeral key. Show `text` as a QR
+   * code and as text (and `fingerprint` beside it), then call completeLink().
+   * @returns {Promise<LinkOffer>}
+   */
+  async beginLink() {
+    if (this._device) {
+      throw new ClientError(LocalCode.ALREADY_REGISTERED, `this browser already holds the account ${this.username}`);
+    }
+    const slot = await this._api.createProvisioningAddress();
+    let address;
+    try {
+      address = base64UrlDecode(slot.value);
+    } catch {
+      address = null;
+    }
+    if (!address || address.length !== ADDRESS_BYTES) {
+      throw new ClientError(LocalCode.BAD_RESPONSE, `the provisioning address is not ${ADDRESS_BYTES} bytes of base64url`);
+    }
+    const privateKey = randomBytes(32);
+    const code = new LinkCode(address, primitives.x25519PublicKey(privateKey));
+    const expiresAt = Math.min(slot.expiresAt, this._clock() + LINK_TIMEOUT_MS);
+    this._pendingLink = { code, privateKey, address: slot.value, expiresAt };
+    return { text: code.text(), fingerprint: linkFingerprint(code), address: slot.value, expiresAt };
+  }
+
+  /**
+   * New device, step 2: wait (long polls of 25 s, until the code expires) for a device of
+   * the account to approve; open the sealed message; take the lowest device id the account
+   * does not use; make and certify this device's keys ('progress' events), sign the new
+   * device list and register with the link token. Afterwards this browser is that device,
+   * logged in; history, if the other device sends some, arrives once connected.
+   * `onWait` is called before each long poll with the milliseconds left.
+   * Throws link_expired (nobody approved in time), closed (`signal` aborted), or what the
+   * server refused.
+   * @param {{deviceName?: string, signal?: AbortSignal, onWait?: (leftMs: number) => void}} [options]
+   * @returns {Promise<{username: string, deviceId: number, historyFollows: boolean}>}
+   */
+  async completeLink({ deviceName = 'Web browser', signal, onWait } = {}) {
+    const pending = this._pendingLink;
+    if (!pending) throw new ClientError(LocalCode.NOT_REGISTERED, 'no link code yet: call beginLink() first');
+    let sealed = null;
+    while (!sealed) {
+      const left = pending.expiresAt - this._clock();
+      if (left <= 0) throw new ClientError('link_expired', 'the link code expired before a device approved it');
+      onWait?.(left);
+      const wait = Math.max(1, Math.min(PROVISIONING_WAIT_S, Math.ceil(left / 1000)));
+      try {
+        sealed = await this._api.waitForProvisioning(pending.address, wait, signal);
+      } catch (error) {
+        if (signal?.aborted) throw new ClientError(LocalCode.CLOSED, 'linking was cancelled');
+        const code = error instanceof ClientError ? error.code : '';
+        if (code !== LocalCode.UNREACHABLE && code !== 'server_busy' && code !== 'rate_limited') throw error;
+        await pause(1000); // a dropped long poll: ask again
+      }
+    }
+    let message;
+    try {
+      message = openSealed(pending.code, pending.privateKey, sealed);
+    } catch (error) {
+      if (error instanceof ProtocolError) throw ClientError.fromProtocol(error, 'the provisioning message');
+      throw error;
+    }
+    this._pendingLink = null;
+    const account = AccountIdentity.fromSeed(message.accountSeed);
+    const username = message.username;
+    const keys = await this._ownKeysForLinking(username, message.linkToken);
+    if (!constantTimeEqual(keys.identityKey, account.publicKey)) {
+      throw new ClientError(
+        'untrusted_identity',
+        `the server lists another identity key for ${username} than the one your other device sent`,
+      );
+    }
+    const current = this._checkServed(username, keys, 0);
+    const taken = new Set([
+      ...current.accepted.keys(),
+      ...current.refused.keys(),
+      ...current.deviceList.devices.map((d) => d.deviceId),
+      ...keys.devices.map((d) => d.deviceId),
+    ]);
+    let deviceId = 1;
+    while (taken.has(deviceId)) deviceId += 1;
+    const made = await this._makeDevice(account, deviceId);
+    const deviceList = SignedDeviceList.sign(account, username, Number(current.deviceList.version) + 1, this._clock(), [
+      ...current.accepted.values(),
+      made.device.certificate,
+    ]);
+    const registration = await this._api.addLinkedDevice(username, message.linkToken, made.upload(deviceName), deviceList.encode());
+    if (registration.username !== username || registration.deviceId !== deviceId) {
+      throw new ClientError(
+        LocalCode.BAD_RESPONSE,
+        `linking answered for ${registration.username} device ${registration.deviceId}, not ${username} device ${deviceId}`,
+      );
+    }
+    await this._saveDevice(username, account, made, deviceList, registration.token, message.sendHistory);
+    return { username, deviceId, historyFollows: message.sendHistory };
+  }
+
+  /** Forget the link code of beginLink() (the page gave up or starts again). */
+  cancelLink() {
+    this._pendingLink = null;
+  }
+
+  /**
+   * The account's keys for a device that has no token yet: asked without credentials
+   * first; if the server wants some, with the link token as the bearer token.
+   * @param {string} username
+   * @param {string} linkToken
+   */
+  async _ownKeysForLinking(username, linkToken) {
+    try {
+      return await this._api.accountKeys(username, { bearer: false });
+    } catch (error) {
+      if (!(error instanceof ClientError) || !['unauthorized', 'forbidden'].includes(error.code)) throw error;
+      return this._api.accountKeys(username, { token: linkToken });
+    }
+  }
+
+  /**
+   * Existing device: what a link code would let in, for the confirmation the user must
+   * give first (whoever holds the code gets the account key).
+   * @param {string} text the link code, as typed or pasted
+   */
+  previewLink(text) {
+    const code = parseLinkCode(text);
+    return { fingerprint: linkFingerprint(code), username: this.username, address: code.addressText };
+  }
+
+  /**
+   * Existing device: let the device showing the link code join this account (ask the user
+   * first). Gets a link token, seals the username, the account key and the token to the
+   * code and leaves them at its provisioning address; then waits (at most `timeoutMs`)
+   * until a new device appears in the account's signed device list, and if `historyBytes`
+   * > 0 sends it the newest texts, up to that many bytes of records, as HISTORY chunks
+   * (one queued envelope each: an interrupted transfer resumes on the next connection).
+   * `onStage` hears 'sealed' (left for the new device), 'joined' and 'history'.
+   * @param {string} text the link code
+   * @param {{historyBytes?: number, timeoutMs?: number, signal?: AbortSignal,
+   *   onStage?: (stage: string, detail?: unknown) => void}} [options]
+   * @returns {Promise<{deviceIds: number[], historyMessages: number, historyChunks: number}>}
+   */
+  async approveLink(text, { historyBytes = DEFAULT_HISTORY_BYTES, timeoutMs = LINK_TIMEOUT_MS, signal, onStage } = {}) {
+    if (!Number.isInteger(historyBytes) || historyBytes < 0) {
+      throw new ClientError('invalid_value', 'historyBytes must be 0 or more');
+    }
+    const code = parseLinkCode(text);
+    const device = this._own();
+    const own = /** @type {string} */ (this.username);
+    const before = await this._fetchDevices(own);
+    const known = new Set([...before.accepted.keys(), ...before.refused.keys(), device.deviceId]);
+    const token = await this._api.createLinkToken();
+    const accountSeed = await this._store.unseal((await this._store.get('keys', 'own')).accountSeed, 'own:accountSeed');
+    const message = new ProvisionMessage({ username: own, accountSeed, linkToken: token.value, sendHistory: historyBytes > 0 });
+    await this._api.putProvisioning(code.addressText, seal(code, message));
+    onStage?.('sealed');
+    const deadline = this._clock() + timeoutMs;
+    /** @type {Map<number, DeviceCertificate>} */
+    let joined = new Map();
+    for (;;) {
+      if (signal?.aborted) throw new ClientError(LocalCode.CLOSED, 'linking was cancelled');
+      try {
+        const devices = await this._fetchDevices(own);
+        joined = new Map([...devices.certificates].filter(([id]) => !known.has(id)));
+        if (joined.size) break;
+      } catch (error) {
+        const code = error instanceof ClientError ? error.code : '';
+        if (code !== LocalCode.UNREACHABLE && code !== 'server_busy' && code !== 'rate_limited') throw error;
+      }
+      if (this._clock() >= deadline) {
+        throw new ClientError('link_expired', `no new device joined ${own} in time`);
+      }
+      await pause(LINK_POLL_MS);
+    }
+    const deviceIds = [...joined.keys()].sort((a, b) => a - b);
+    onStage?.('joined', { deviceIds });
+    if (!historyBytes) return { deviceIds, historyMessages: 0, historyChunks: 0 };
+    const records = await this._historyRecords(historyBytes);
+    onStage?.('history', { messages: records.length });
+    const historyChunks = await this._sendHistory(joined, records);
+    return { deviceIds, historyMessages: records.length, historyChunks };
+  }
+
+  /**
+   * The newest texts whose records fit `maxBytes` together, oldest first.
+   * @param {number} maxBytes
+   */
+  async _historyRecords(maxBytes) {
+    const rows = await this._store.getAll('messages');
+    /** @type {HistoryRecord[]} */
+    const records = [];
+    let size = 0;
+    for (const row of this._ordered(rows).reverse()) {
+      if (row.kind !== 'text' || row.status === 'failed' || !row.text) continue;
+      const text = await this._store.unsealText(row.text, 'message');
+      const record = new HistoryRecord(row.peer, row.direction === 'out', Number(row.sentAt ?? row.serverTime ?? 0), text);
+      size += encodeHistoryRecords([record]).length - 1; // less the count byte
+      if (size > maxBytes) break;
+      records.push(record);
+    }
+    return records.reverse();
+  }
+
+  /**
+   * Queue `records` as HISTORY chunks for our own `devices` (all in one transaction, so a
+   * transfer is queued whole or not at all), then send them in order. Returns the number
+   * of chunks.
+   * @param {Map<number, DeviceCertificate>} devices
+   * @param {HistoryRecord[]} records
+   */
+  async _sendHistory(devices, records) {
+    await this.connect();
+    const own = /** @type {string} */ (this.username);
+    const store = this._store;
+    const target = { username: own, certificates: devices, bundles: await this._claimBundles(own, devices) };
+    const entries = await this._exclusive(async () => {
+      const now = this._clock();
+      const sentAt = await this._nextSentAt(now);
+      let chunks;
+      try {
+        chunks = splitHistory(records, randomBytes(HISTORY_TRANSFER_ID_BYTES), sentAt);
+      } catch (error) {
+        if (error instanceof ProtocolError) throw ClientError.fromProtocol(error, 'history');
+        throw error;
+      }
+      const cache = new Map();
+      /** @type {DeviceMessage[][]} */
+      const payloads = [];
+      /** @type {Uint8Array[]} */
+      const contents = [];
+      for (const chunk of chunks) {
+        const content = encodeContent(chunk, true);
+        payloads.push(await this._encryptFor(target, content, cache));
+        contents.push(await store.seal(content, 'outbox'));
+      }
+      const sessions = await this._sealSessions(cache, now);
+      const written = await store.write(SENDING_STORES, async (t) => {
+        await req(t.objectStore('config').put(sentAt, 'lastSentAt'));
+        const all = [];
+        for (const [i, content] of contents.entries()) {
+          all.push(...(await this._addOutbox(t, [target], [payloads[i]], i ? [] : sessions, content, null, null, now)));
+        }
+        return all;
+      });
+      this._config.lastSentAt = sentAt;
+      return written;
+    });
+    for (const entry of entries) await this._dispatch(entry);
+    return entries.length;
+  }
+
+  // --- this account's devices -------------------------------------------------------
+
+  /**
+   * This account's devices as the server lists them (`current`: this browser), with
+   * whether the account's signed device list names each.
+   * @returns {Promise<(import('./api.js').OwnDevice & {listed: boolean})[]>}
+   */
+  async devices() {
+    this._own();
+    const [devices, checked] = await Promise.all([this._api.devices(), this._fetchDevices(/** @type {string} */ (this.username))]);
+    return devices
+      .map((d) => ({ ...d, listed: checked.accepted.has(d.deviceId) }))
+      .sort((a, b) => a.deviceId - b.deviceId);
+  }
+
+  /**
+   * @param {number} deviceId
+   * @param {string} name
+   */
+  async renameDevice(deviceId, name) {
+    this._own();
+    name = String(name).trim();
+    if (!name) throw new ClientError('invalid_value', 'the device name is empty');
+    return this._api.renameDevice(deviceId, name);
+  }
+
+  /**
+   * Revoke a device of this account: sign a device list without it (version + 1) and
+   * have the server delete it (its token, prekeys and queue). Returns true if it was this
+   * browser's device, which can then no longer reach the server.
+   * @param {number} deviceId
+   */
+  async revokeDevice(deviceId) {
+    const device = this._own();
+    const own = /** @type {string} */ (this.username);
+    const devices = await this._fetchDevices(own);
+    if (!devices.accepted.has(deviceId) && !devices.refused.has(deviceId)) {
+      throw new ClientError('unknown_device', `${own} has no device ${deviceId}`);
+    }
+    const accountSeed = await this._store.unseal((await this._store.get('keys', 'own')).accountSeed, 'own:accountSeed');
+    const account = AccountIdentity.fromSeed(accountSeed);
+    const stored = storedVersion(await this._store.get('deviceLists', own), account.publicKey);
+    const version = devices.deviceList.version > stored ? devices.deviceList.version : stored;
+    const remaining = [...devices.accepted.values()].filter((c) => c.deviceId !== deviceId);
+    const now = this._clock();
+    const deviceList = SignedDeviceList.sign(account, own, Number(version) + 1, now, remaining);
+    await this._api.revokeDevice(deviceId, deviceList.encode());
+    const keep = new Map(remaining.map((c) => [c.deviceId, c]));
+    await this._store.write(['deviceLists', 'peerDevices', 'sessions'], async (t) => {
+      const row = { username: own, accountKey: account.publicKey, version: deviceList.version, list: deviceList.encode(), refused: [], seenAt: now };
+      await req(t.objectStore('deviceLists').put(row));
+      await forgetDevices(t, own, keep);
+    });
+    return deviceId === device.deviceId;
+  }
+
+  /**
+   * The devices of `username` the last check refused (never encrypted to): for a warning
+   * in the conversation. [] when none, or when nothing was checked yet.
+   * @param {string} username
+   * @returns {Promise<{deviceId: number, reason: string}[]>}
+   */
+  async refusedDevices(username) {
+    const row = await this._store.get('deviceLists', normalize(username));
+    return row?.refused ?? [];
   }
 
   /**
@@ -598,12 +1058,16 @@ export class WebClient extends EventTarget {
       contentError = error.code;
     }
     const own = this.username;
+    const ownAccount = sender === own;
     const sessionRow = await store.sealSession(sender, senderDevice, record, now);
-    const text = content instanceof Text ? content.body : null;
+    const text = content instanceof Text || (content instanceof SentTranscript && ownAccount) ? content.body : null;
     const sealedText = text === null ? null : await store.sealText(text, 'message');
-    const receipts = this.receiptsEnabled && sender !== own;
+    const receipts = this.receiptsEnabled && !ownAccount;
+    const history = content instanceof HistoryChunk && ownAccount ? await this._prepareHistory(content, senderDevice, now) : null;
+    const stores = ['sessions', 'identities', 'peerDevices', 'prekeys', 'messages', 'receipts'];
+    if (history) stores.push('config', 'historyChunks', 'historyTransfers');
 
-    return store.write(['sessions', 'identities', 'peerDevices', 'prekeys', 'messages', 'receipts'], async (t) => {
+    return store.write(stores, async (t) => {
       /** @type {[string, unknown][]} */
       const events = [];
       if (decrypted.senderCertificate && decrypted.senderAccountKey) {
@@ -640,7 +1104,26 @@ export class WebClient extends EventTarget {
           events.push(['owed', null]);
         }
         events.push(['message', { message: publicMessage({ ...row, id }, text) }]);
-      } else if (content instanceof Receipt && sender !== own) {
+      } else if (content instanceof SentTranscript && ownAccount) {
+        // Our other device sent this: ours, in the conversation with its destination.
+        const row = {
+          kind: 'text',
+          direction: 'out',
+          peer: content.destination,
+          senderDevice,
+          text: sealedText,
+          code: null,
+          sentAt: content.sentAtMs,
+          serverTime: frame.serverTimeMs,
+          receivedAt: now,
+          status: 'sent',
+          seq: frame.seq,
+        };
+        const id = await req(t.objectStore('messages').add(row));
+        events.push(['message', { message: publicMessage({ ...row, id }, text) }]);
+      } else if (history) {
+        events.push(...(await this._takeHistoryChunk(t, history)));
+      } else if (content instanceof Receipt && !ownAccount) {
         const status = content.kind === ReceiptKind.READ ? 'read' : 'delivered';
         for (const sentAt of content.messageSentAtMs) {
           if (typeof sentAt !== 'number') continue; // never one of ours
@@ -705,6 +1188,98 @@ export class WebClient extends EventTarget {
     return [['undecryptable', { message: publicMessage({ ...row, id }, null) }]];
   }
 
+  // --- history from our other device -----------------------------------------------
+
+  /**
+   * Everything a HISTORY chunk from our own `device` needs written, computed before the
+   * transaction (unsealing and sealing cannot run inside one): null when it is to be
+   * dropped (no history expected, a transfer already imported, a duplicate, a total that
+   * disagrees with the chunks held). When it completes its transfer, the records of every
+   * chunk, in order, less those already in the history (same peer, direction, sent_at and
+   * text), sealed as message rows. Runs under the state lock, so nothing changes between
+   * this and the write.
+   * @param {HistoryChunk} chunk
+   * @param {number} device
+   * @param {number} now
+   */
+  async _prepareHistory(chunk, device, now) {
+    const store = this._store;
+    if (!(await store.get('config', 'historyExpected'))) return null; // not linked with history to follow
+    const transferId = toHex(chunk.transferId);
+    if (await store.get('historyTransfers', transferId)) return null; // imported already
+    const held = await store.getAll('historyChunks', { index: 'transferId', query: transferId });
+    if (held.some((row) => row.total !== chunk.total) || held.some((row) => row.index === chunk.index)) return null;
+    const encoded = encodeContent(chunk);
+    const chunkRow = {
+      transferId,
+      index: chunk.index,
+      total: chunk.total,
+      senderDevice: device,
+      chunk: await store.seal(encoded, 'history'),
+      receivedAt: now,
+    };
+    const prepared = { transferId, chunkRow, received: held.length + 1, total: chunk.total, rows: /** @type {any[] | null} */ (null) };
+    if (held.length + 1 < chunk.total) return prepared;
+
+    /** @type {HistoryChunk[]} */
+    const chunks = [chunk];
+    for (const row of held) chunks.push(/** @type {HistoryChunk} */ (decodeContent(await store.unseal(row.chunk, 'history'))));
+    chunks.sort((a, b) => a.index - b.index);
+    const seen = new Set();
+    prepared.rows = [];
+    for (const record of chunks.flatMap((c) => c.records)) {
+      const direction = record.outgoing ? 'out' : 'in';
+      const sentAt = Number(record.sentAtMs);
+      const key = JSON.stringify([record.peer, direction, sentAt, record.text]);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const known = await store.getAll('messages', { index: 'sentAt', query: [record.peer, direction, sentAt] });
+      let duplicate = false;
+      for (const row of known) {
+        if (row.kind === 'text' && row.text && (await store.unsealText(row.text, 'message')) === record.text) duplicate = true;
+      }
+      if (duplicate) continue;
+      prepared.rows.push({
+        kind: 'text',
+        direction,
+        peer: record.peer,
+        senderDevice: record.outgoing ? device : 0,
+        text: await store.sealText(record.text, 'message'),
+        code: null,
+        sentAt,
+        serverTime: null,
+        receivedAt: now,
+        status: record.outgoing ? 'sent' : 'read', // no receipt is owed for history
+        seq: null,
+        imported: true,
+      });
+    }
+    return prepared;
+  }
+
+  /**
+   * Keep one prepared HISTORY chunk; once every chunk of its transfer is here, import the
+   * records, drop the chunks, remember the transfer and expect no more history.
+   * @param {IDBTransaction} t
+   * @param {NonNullable<Awaited<ReturnType<WebClient['_prepareHistory']>>>} history
+   * @returns {Promise<[string, unknown][]>}
+   */
+  async _takeHistoryChunk(t, history) {
+    const chunks = t.objectStore('historyChunks');
+    await req(chunks.put(history.chunkRow));
+    /** @type {[string, unknown][]} */
+    const events = [['history-progress', { received: history.received, total: history.total }]];
+    if (!history.rows) return events;
+    for (const row of history.rows) await req(t.objectStore('messages').add(row));
+    for (const key of await req(chunks.index('transferId').getAllKeys(history.transferId))) await req(chunks.delete(key));
+    const done = { transferId: history.transferId, imported: history.rows.length, importedAt: history.chunkRow.receivedAt };
+    await req(t.objectStore('historyTransfers').put(done));
+    await req(t.objectStore('config').put(false, 'historyExpected'));
+    this._config.historyExpected = false;
+    events.push(['history-imported', { count: history.rows.length }]);
+    return events;
+  }
+
   // --- sending ----------------------------------------------------------------------
 
   /**
@@ -756,32 +1331,57 @@ export class WebClient extends EventTarget {
   }
 
   /**
-   * Encrypt a text for `peer` (and our other devices) and store it with its outbox
-   * entries and the advanced sessions, in one transaction.
+   * Encrypt a text for `peer`'s devices, and as a SENT transcript for our other devices
+   * (a note to self too), and store it with its outbox entries and the advanced sessions,
+   * in one transaction.
    * @param {string} peer
    * @param {string} text
    */
   async _storeText(peer, text) {
     const store = this._store;
-    const targets = await this._targets(peer, true);
+    const own = /** @type {string} */ (this.username);
+    /** @type {Target[]} */
+    const targets = [];
+    /** @type {boolean[]} whether each target gets the transcript rather than the text */
+    const transcript = [];
+    if (peer !== own) {
+      const recipient = await this._fetchDevices(peer);
+      if (!recipient.certificates.size) {
+        const code = recipient.refused.size ? 'unsigned_device' : 'unknown_device';
+        throw new ClientError(code, `${peer} has no devices to send to`);
+      }
+      const bundles = await this._claimBundles(peer, recipient.certificates);
+      targets.push({ username: peer, certificates: recipient.certificates, bundles });
+      transcript.push(false);
+    }
+    const mine = await this._fetchDevices(own);
+    if (mine.certificates.size) {
+      // skipped when this is the account's only device
+      targets.push({ username: own, certificates: mine.certificates, bundles: await this._claimBundles(own, mine.certificates) });
+      transcript.push(true);
+    }
     const stored = await this._exclusive(async () => {
       const now = this._clock();
       const sentAt = await this._nextSentAt(now);
-      const content = encodeContent(new Text(text, sentAt), true);
       const cache = new Map();
       /** @type {DeviceMessage[][]} */
       const payloads = [];
-      for (const target of targets) payloads.push(await this._encryptFor(target, content, cache));
+      /** @type {Uint8Array[]} */
+      const contents = [];
+      for (const [i, target] of targets.entries()) {
+        const content = encodeContent(transcript[i] ? new SentTranscript(peer, text, sentAt) : new Text(text, sentAt), true);
+        payloads.push(await this._encryptFor(target, content, cache));
+        contents.push(await store.seal(content, 'outbox'));
+      }
       const sessions = await this._sealSessions(cache, now);
       const sealedText = await store.sealText(text, 'message');
-      const sealedContent = await store.seal(content, 'outbox');
       return store.write(SENDING_STORES, async (t) => {
         await req(t.objectStore('config').put(sentAt, 'lastSentAt'));
         const row = {
           kind: 'text',
           direction: 'out',
           peer,
-          senderDevice: DEVICE_ID,
+          senderDevice: this.deviceId,
           text: sealedText,
           code: null,
           sentAt,
@@ -791,7 +1391,7 @@ export class WebClient extends EventTarget {
           seq: null,
         };
         const id = /** @type {number} */ (await req(t.objectStore('messages').add(row)));
-        const entries = await this._addOutbox(t, targets, payloads, sessions, sealedContent, id, peer, now);
+        const entries = await this._addOutbox(t, targets, payloads, sessions, contents, id, peer, now);
         return { row: { ...row, id }, entries };
       });
     });
@@ -814,12 +1414,12 @@ export class WebClient extends EventTarget {
    * @param {Target[]} targets
    * @param {DeviceMessage[][]} payloads per target
    * @param {any[]} sessions sealed session rows
-   * @param {Uint8Array} content sealed padded plaintext
+   * @param {Uint8Array | Uint8Array[]} contents sealed padded plaintext (per target, or one for all)
    * @param {number | null} messageId
    * @param {string | null} primary the conversation's peer (whose answer sets the status)
    * @param {number} now
    */
-  async _addOutbox(t, targets, payloads, sessions, content, messageId, primary, now) {
+  async _addOutbox(t, targets, payloads, sessions, contents, messageId, primary, now) {
     for (const row of sessions) await req(t.objectStore('sessions').put(row));
     /** @type {OutboxEntry[]} */
     const entries = [];
@@ -832,7 +1432,7 @@ export class WebClient extends EventTarget {
         messageId,
         recipient: target.username,
         primary: target.username === primary,
-        content,
+        content: Array.isArray(contents) ? contents[i] : contents,
         payloads: payloads[i].map(({ deviceId, registrationId, payload }) => ({ deviceId, registrationId, payload })),
         createdAt: now,
       };
@@ -840,28 +1440,6 @@ export class WebClient extends EventTarget {
       entries.push(entry);
     }
     return entries;
-  }
-
-  /**
-   * The devices to encrypt for: `peer`'s, and (`copy`) our own other devices'.
-   * @param {string} peer
-   * @param {boolean} copy
-   * @returns {Promise<Target[]>}
-   */
-  async _targets(peer, copy) {
-    const own = /** @type {string} */ (this.username);
-    /** @type {Target[]} */
-    const targets = [];
-    const certificates = await this._fetchDevices(peer);
-    if (peer !== own && !certificates.size) throw new ClientError('unknown_device', `${peer} has no devices to send to`);
-    if (certificates.size) {
-      targets.push({ username: peer, certificates, bundles: await this._claimBundles(peer, certificates) });
-    }
-    if (copy && peer !== own) {
-      const mine = await this._fetchDevices(own);
-      if (mine.size) targets.push({ username: own, certificates: mine, bundles: await this._claimBundles(own, mine) });
-    }
-    return targets;
   }
 
   /**
@@ -973,7 +1551,17 @@ export class WebClient extends EventTarget {
   async _correctDevices(entry, frame, mismatch) {
     const recipient = frame.recipient;
     const store = this._store;
-    const certificates = await this._fetchDevices(recipient);
+    const devices = await this._fetchDevices(recipient);
+    const certificates = devices.certificates;
+    const insisted = [...new Set([...mismatch.missing, ...mismatch.stale])].filter((id) => devices.refused.has(id)).sort((a, b) => a - b);
+    if (insisted.length) {
+      // The relay wants a ciphertext for a device the account never listed: that is the
+      // attack the signed list exists for. Fail rather than go round again.
+      throw new ClientError(
+        'unsigned_device',
+        `the server insists on ${recipient}'s device ${insisted.join(', ')}, which is ${devices.refused.get(insisted[0])}; not sending to it`,
+      );
+    }
     const stale = new Set(mismatch.stale);
     const wanted = new Map(
       [...new Set([...mismatch.missing, ...stale])]
@@ -1009,9 +1597,14 @@ export class WebClient extends EventTarget {
   }
 
   /**
-   * The account's devices, each certificate verified against its account key, after
-   * checking that key against the identity store (our own device left out), by id.
+   * The account's devices as the server shows them now, checked: its identity key against
+   * the identity store, its signed device list against that key and against the newest
+   * version seen (an older one is refused: invalid_value), each certificate against the
+   * key and the list. The list is stored; devices no longer accepted are forgotten
+   * (certificate and session); refused ones are reported ('device-refused') and never
+   * encrypted to.
    * @param {string} username
+   * @returns {Promise<CheckedDevices>}
    */
   async _fetchDevices(username) {
     const keys = await this._api.accountKeys(username);
@@ -1019,26 +1612,120 @@ export class WebClient extends EventTarget {
       throw new ClientError(LocalCode.BAD_RESPONSE, `asked for ${username}, got ${keys.username}`);
     }
     await this._checkIdentityForSending(username, keys.identityKey);
-    /** @type {Map<number, DeviceCertificate>} */
-    const certificates = new Map();
+    const now = this._clock();
+    const checked = await this._store.write(['deviceLists', 'peerDevices', 'sessions'], async (t) => {
+      const lists = t.objectStore('deviceLists');
+      const row = await req(lists.get(username));
+      const newest = storedVersion(row, keys.identityKey);
+      const checked = this._checkServed(username, keys, newest);
+      // Not older than what we hold (checked): the newest seen from now on.
+      const refused = [...checked.refused].map(([deviceId, reason]) => ({ deviceId, reason }));
+      const version = checked.deviceList.version;
+      await req(lists.put({ username, accountKey: keys.identityKey, version, list: checked.deviceList.encode(), refused, seenAt: now }));
+      await forgetDevices(t, username, checked.certificates);
+      return checked;
+    });
+    for (const [deviceId, reason] of checked.refused) {
+      const key = `${username}\n${deviceId}\n${reason}`;
+      if (this._reported.has(key)) continue;
+      this._reported.add(key);
+      this._emit('device-refused', { username, deviceId, reason });
+    }
+    return checked;
+  }
+
+  /**
+   * Check what the server says `username`'s devices are against the account's signed
+   * device list (protocol/devicelist.js checkDevices). Throws for a missing or forged
+   * list, and for one older than `newestSeen`.
+   * @param {string} username
+   * @param {Awaited<ReturnType<Api['accountKeys']>>} keys
+   * @param {import('../protocol/encoding.js').Uint64} newestSeen
+   * @returns {CheckedDevices}
+   */
+  _checkServed(username, keys, newestSeen) {
+    if (!keys.deviceList) {
+      throw new ClientError(
+        LocalCode.BAD_RESPONSE,
+        `the server sent no signed device list for ${username}; nothing can be encrypted to devices the account does not vouch for`,
+      );
+    }
+    let deviceList;
+    try {
+      deviceList = SignedDeviceList.decode(keys.deviceList);
+    } catch (error) {
+      if (error instanceof ProtocolError) throw ClientError.fromProtocol(error, `${username}'s device list`);
+      throw error;
+    }
+    /** @type {Map<number, string>} */
+    const refused = new Map();
+    /** @type {DeviceCertificate[]} */
+    const served = [];
     for (const entry of [...keys.devices].sort((a, b) => a.deviceId - b.deviceId)) {
-      const where = `${username} device ${entry.deviceId}`;
       let certificate;
       try {
         certificate = DeviceCertificate.decode(entry.certificate);
-        certificate.verify(keys.identityKey);
       } catch (error) {
-        if (error instanceof ProtocolError) throw ClientError.fromProtocol(error, `certificate of ${where}`);
-        throw error;
+        if (!(error instanceof ProtocolError)) throw error;
+        refused.set(entry.deviceId, 'served with a malformed certificate');
+        continue;
       }
       if (certificate.deviceId !== entry.deviceId || certificate.registrationId !== entry.registrationId) {
-        throw new ClientError('invalid_value', `${where}: the certificate is for device ${certificate.deviceId}`);
+        refused.set(entry.deviceId, `served with the certificate of device ${certificate.deviceId}`);
+        continue;
       }
-      if (username !== this.username || certificate.deviceId !== this.deviceId) {
-        certificates.set(certificate.deviceId, certificate);
-      }
+      served.push(certificate);
     }
-    return certificates;
+    let checked;
+    try {
+      checked = checkDevices(keys.identityKey, username, deviceList, served, newestSeen);
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      if (error.code === ErrorCode.INVALID_VALUE) {
+        throw new ClientError(
+          'invalid_value',
+          `${error.detail}: the server is showing an old device list (a replay from before a change?); not sending to ${username}`,
+        );
+      }
+      throw ClientError.fromProtocol(error, `${username}'s device list`);
+    }
+    for (const deviceId of checked.refused) {
+      const certificate = /** @type {DeviceCertificate} */ (served.find((c) => c.deviceId === deviceId));
+      let certified = true;
+      try {
+        certificate.verify(keys.identityKey);
+      } catch {
+        certified = false;
+      }
+      refused.set(deviceId, certified ? `not in ${username}'s signed device list` : `not certified by ${username}'s account key`);
+    }
+    const accepted = new Map(checked.accepted.map((c) => [c.deviceId, c]));
+    const certificates = new Map(
+      [...accepted].filter(([id]) => !(username === this.username && id === this.deviceId)),
+    );
+    return { deviceList, accepted, certificates, refused: new Map([...refused].sort((a, b) => a[0] - b[0])) };
+  }
+
+  /**
+   * The devices to encrypt receipts to: those we know, if the newest signed list we hold
+   * (for the account key we trust) names every one of them; else a fresh, checked fetch.
+   * @param {string} peer
+   * @returns {Promise<Map<number, DeviceCertificate>>}
+   */
+  async _knownDevices(peer) {
+    const store = this._store;
+    const known = new Map(
+      (await store.getAll('peerDevices'))
+        .filter((row) => row.username === peer)
+        .map((row) => [row.deviceId, DeviceCertificate.decode(row.certificate)]),
+    );
+    const stored = await store.get('deviceLists', peer);
+    const identity = await store.get('identities', peer);
+    if (known.size && stored && identity && constantTimeEqual(stored.accountKey, identity.accountKey)) {
+      const list = SignedDeviceList.decode(stored.list);
+      if ([...known.values()].every((c) => list.admits(c))) return known;
+    }
+    return (await this._fetchDevices(peer)).certificates;
   }
 
   /**
@@ -1184,13 +1871,7 @@ export class WebClient extends EventTarget {
    */
   async _sendReceipts(peer) {
     const store = this._store;
-    /** @type {Map<number, DeviceCertificate>} */
-    let certificates = new Map(
-      (await store.getAll('peerDevices'))
-        .filter((row) => row.username === peer)
-        .map((row) => [row.deviceId, DeviceCertificate.decode(row.certificate)]),
-    );
-    if (!certificates.size) certificates = await this._fetchDevices(peer);
+    const certificates = await this._knownDevices(peer);
     if (!certificates.size) throw new ClientError('unknown_device', `${peer} has no devices`);
     const target = { username: peer, certificates, bundles: await this._claimBundles(peer, certificates) };
     const entries = await this._exclusive(async () => {
@@ -1399,7 +2080,11 @@ export class WebClient extends EventTarget {
     }
     let row = await this._store.get('identities', username);
     if (!row) {
-      await this._fetchDevices(username);
+      const keys = await this._api.accountKeys(username);
+      if (keys.username !== username) {
+        throw new ClientError(LocalCode.BAD_RESPONSE, `asked for ${username}, got ${keys.username}`);
+      }
+      await this._checkIdentityForSending(username, keys.identityKey); // first contact: stored
       row = await this._store.get('identities', username);
     }
     const number = safetyNumber(/** @type {string} */ (this.username), device.accountKey, username, row.accountKey);
@@ -1436,13 +2121,23 @@ export class WebClient extends EventTarget {
   }
 
   /**
+   * Rows in the order a conversation shows them: history imported from our other device
+   * first (it is older than anything this device received itself), in the order it came;
+   * then everything else in the order it was stored.
+   * @param {any[]} rows
+   */
+  _ordered(rows) {
+    return [...rows.filter((row) => row.imported), ...rows.filter((row) => !row.imported)];
+  }
+
+  /**
    * The conversation with `peer`, oldest first.
    * @param {string} peer
    * @returns {Promise<Message[]>}
    */
   async messages(peer) {
     const rows = await this._store.getAll('messages', { index: 'peer', query: normalize(peer) });
-    return Promise.all(rows.map((row) => this._public(row)));
+    return Promise.all(this._ordered(rows).map((row) => this._public(row)));
   }
 
   /**
@@ -1453,13 +2148,19 @@ export class WebClient extends EventTarget {
   async conversations() {
     /** @type {Map<string, {last: any, unread: number}>} */
     const byPeer = new Map();
-    for (const row of await this._store.getAll('messages')) {
+    for (const row of this._ordered(await this._store.getAll('messages'))) {
       const entry = byPeer.get(row.peer) ?? { last: row, unread: 0 };
       entry.last = row;
       if (row.direction === 'in' && row.status === 'received') entry.unread += 1;
       byPeer.set(row.peer, entry);
     }
-    const sorted = [...byPeer].sort((a, b) => b[1].last.id - a[1].last.id);
+    // Live messages by arrival; a conversation of imported history only, by its clock.
+    /** @param {any} row */
+    const rank = (row) => (row.imported ? [0, Number(row.sentAt ?? 0)] : [1, row.id]);
+    const sorted = [...byPeer].sort((a, b) => {
+      const [x, y] = [rank(a[1].last), rank(b[1].last)];
+      return y[0] - x[0] || y[1] - x[1];
+    });
     return Promise.all(
       sorted.map(async ([peer, { last, unread }]) => ({ peer, lastMessage: await this._public(last), unread })),
     );

@@ -28,8 +28,21 @@
  *   setReceipts(on)
  *   rotatePrekeys()                (connect() does it when the signed prekey is 7 days old)
  *
+ * Several devices per account (docs/api.md):
+ *   beginLink() -> {text, fingerprint, address, expiresAt}   new browser: show text as QR
+ *   completeLink({deviceName, signal, onWait}) -> {username, deviceId, historyFollows}
+ *   cancelLink()
+ *   previewLink(code) -> {fingerprint, username, address}     what approving would let in
+ *   approveLink(code, {historyBytes, timeoutMs, signal, onStage})
+ *                                  -> {deviceIds, historyMessages, historyChunks}
+ *   devices() -> [{deviceId, name, createdAt, lastSeenAt, current, listed}]
+ *   renameDevice(deviceId, name), revokeDevice(deviceId) -> whether it was this one
+ *   refusedDevices(username) -> [{deviceId, reason}]   from the last device-list check
+ *
  * Message: {id (string), peer, direction 'in'|'out', kind 'text'|'undecryptable', text,
- * sentAt (ms), status, senderDevice, serverTime, code?}. Outgoing status: 'pending' →
+ * sentAt (ms), status, senderDevice, serverTime, code?}. An outgoing message whose
+ * senderDevice is not this browser's deviceId was sent from another device of the account
+ * (a SENT transcript, or imported history). Outgoing status: 'pending' →
  * 'sent' → 'delivered' → 'read' (never backwards), or 'failed'. Incoming: 'received' →
  * 'read'. Undecryptable entries have text null and `code`, the reason (a protocol slug).
  *
@@ -40,14 +53,20 @@
  *   'undecryptable' {message}  an envelope that could not be read, stored and acknowledged
  *   'identity-changed' {username}
  *   'connection' {state}
- *   'progress' {done, total}   key generation during register()
+ *   'progress' {done, total}   key generation during register() and completeLink()
+ *   'device-refused' {username, deviceId, reason}   a device the account's signed device
+ *                              list does not name (or not with that certificate): never
+ *                              encrypted to; a send the server insists on it for fails
+ *                              with unsigned_device
+ *   'history-progress' {received, total}   HISTORY chunks from the device that linked us
+ *   'history-imported' {count}  that history is in (count: texts added)
  *   'error' {code, message}    a failure in the background (outbox, receipts, prekeys)
  *
  * Every error thrown is a ClientError {code, message, fields, status}: `code` is a protocol
  * ErrorCode slug ('untrusted_identity', 'unknown_account', ...) or a LocalCode.
  */
 
-export { WebClient, DEVICE_ID } from './client.js';
+export { WebClient, DEVICE_ID, DEFAULT_HISTORY_BYTES, LINK_TIMEOUT_MS, linkFingerprint, parseLinkCode } from './client.js';
 export { ClientError, LocalCode, asClientError } from './errors.js';
 export { Api, toBase64, fromBase64 } from './api.js';
 export { Relay, backoffDelay, relayUrl, SUBPROTOCOL, TOKEN_PREFIX, REVOKED_CLOSE_CODE } from './relay.js';

@@ -15,7 +15,15 @@
  *     messages     [id] auto              history; text sealed; indexes peer, sentAt, useq
  *     outbox       [id] auto              SENDs the server has not answered yet
  *     receipts     [peer, kind]           receipts waiting to be sent
+ *     deviceLists  [username]             the newest signed device list seen per account
+ *                                         (with the account key it was checked against),
+ *                                         and the devices it refused
+ *     historyChunks [transferId, index]   HISTORY chunks of a transfer still incomplete
+ *                                         (records sealed)
+ *     historyTransfers [transferId]       transfers already imported (later copies dropped)
  *
+ * Version 2 added deviceLists, historyChunks and historyTransfers (several devices per
+ * account); config gained historyExpected.
  * At rest. The first open generates a non-extractable AES-GCM-256 CryptoKey and stores the
  * CryptoKey object itself (structured clone keeps it non-extractable: script can use it,
  * never read it). Every secret value (seeds, private keys, session records, the device
@@ -41,7 +49,7 @@ import {
 import { ClientError, LocalCode } from './errors.js';
 
 export const DB_NAME = 'sealpost';
-export const DB_VERSION = 1;
+export const DB_VERSION = 2;
 
 /** @typedef {'signed' | 'one_time' | 'kem'} KeyKind */
 /** @typedef {import('../protocol/session.js').PreKeyStore} PreKeyStore */
@@ -79,7 +87,7 @@ export class Store {
       throw new ClientError(LocalCode.STORAGE, 'this browser has no IndexedDB or WebCrypto');
     }
     const opening = indexedDB.open(name, DB_VERSION);
-    opening.onupgradeneeded = () => upgrade(opening.result);
+    opening.onupgradeneeded = (event) => upgrade(opening.result, event.oldVersion);
     let db;
     try {
       db = await req(opening);
@@ -344,8 +352,22 @@ export class Store {
   }
 }
 
+/**
+ * @param {IDBDatabase} db
+ * @param {number} from the version on disk (0: a new database)
+ */
+function upgrade(db, from) {
+  if (from < 1) createVersion1(db);
+  if (from < 2) {
+    db.createObjectStore('deviceLists', { keyPath: 'username' });
+    const chunks = db.createObjectStore('historyChunks', { keyPath: ['transferId', 'index'] });
+    chunks.createIndex('transferId', 'transferId');
+    db.createObjectStore('historyTransfers', { keyPath: 'transferId' });
+  }
+}
+
 /** @param {IDBDatabase} db */
-function upgrade(db) {
+function createVersion1(db) {
   db.createObjectStore('config');
   db.createObjectStore('keys');
   db.createObjectStore('prekeys', { keyPath: ['kind', 'keyId'] });

@@ -39,3 +39,5 @@ export * from './content.js';
 export * from './identifiers.js';
 export * from './frames.js';
 export * from './safety.js';
+export * from './devicelist.js';
+export * from './provisioning.js';

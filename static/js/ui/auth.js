@@ -7,6 +7,7 @@
 
 import { byId, listen, show } from './dom.js';
 import { describeError } from './errors.js';
+import { linkSection } from './link.js';
 
 const CHAT_URL = '/chat';
 const USERNAME = /^[a-z][a-z0-9_]{2,31}$/;
@@ -65,6 +66,9 @@ export function signupPage(client) {
 export function loginPage(client) {
   const form = /** @type {HTMLFormElement} */ (byId('login-form'));
   const error = byId('form-error');
+  // A browser that already holds a device logs in; one that holds none may be linked.
+  if (client.linked) show(byId('link'), false);
+  else linkSection(client, () => location.assign(CHAT_URL));
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     error.textContent = '';

@@ -1,12 +1,15 @@
 // @ts-check
 /**
- * The chat page: conversation list, conversation, safety number, and the blocking
- * warning when a contact's identity key changes. State lives in the WebClient (and its
+ * The chat page: conversation list, conversation, safety number, the account's devices,
+ * the blocking warning when a contact's identity key changes, and the warning in a
+ * conversation when the server shows a device the contact's signed device list does not
+ * name. State lives in the WebClient (and its
  * store); this module only draws it and forwards what the person does. Which pane shows
- * follows the URL fragment (#with=alice, #safety=alice), so reload and the phone's back
+ * follows the URL fragment (#with=alice, #safety=alice, #devices), so reload and the phone's back
  * button keep their place.
  */
 
+import { devicesPane } from './devices.js';
 import { byId, el, fillAll, formatTime, listen, show } from './dom.js';
 import { describeError } from './errors.js';
 import { renderSafetyNumber } from './safety.js';
@@ -36,7 +39,7 @@ const CONNECTION_TEXT = {
 
 /**
  * @typedef {{id: string, peer: string, direction: 'out'|'in', text?: string|null, sentAt?: number|null,
- *   serverTime?: number|null, status: string, kind?: string, code?: string}} Message
+ *   serverTime?: number|null, status: string, kind?: string, code?: string, senderDevice?: number}} Message
  */
 
 /**
@@ -83,10 +86,18 @@ export async function chatPage(client) {
   const attempts = new Set();
 
   byId('me').textContent = client.username ?? '';
+  /** @type {Map<string, Map<number, string>>} devices refused per account: never encrypted to */
+  const refused = new Map();
+  const deviceWarning = byId('device-warning');
+  const notice = byId('app-notice');
+  const devices = devicesPane(client, {
+    reportError: (error) => reportError(error),
+    onRevokedSelf: () => location.assign('/login'),
+  });
 
   // --- panes and routing -----------------------------------------------------------------
 
-  /** @param {'list'|'chat'|'safety'} view */
+  /** @param {'list'|'chat'|'safety'|'devices'} view */
   function setView(view) {
     main.dataset.view = view;
   }
@@ -97,7 +108,12 @@ export async function chatPage(client) {
     const peer = params.get('with');
     if (safety) void openSafety(safety);
     else if (peer) void openChat(peer);
-    else {
+    else if (params.has('devices')) {
+      current = null;
+      setView('devices');
+      highlightCurrent();
+      devices.open();
+    } else {
       current = null;
       setView('list');
       highlightCurrent();
@@ -182,7 +198,9 @@ export async function chatPage(client) {
       nodes = new Map();
       messagesList.replaceChildren();
     }
+    showDeviceWarning();
     try {
+      for (const { deviceId, reason } of await client.refusedDevices(peer)) noteRefused(peer, deviceId, reason);
       const messages = /** @type {Message[]} */ (await client.messages(peer));
       if (current !== peer) return;
       for (const message of messages) upsertMessage(message);
@@ -405,6 +423,58 @@ export async function chatPage(client) {
     if (error?.code === 'untrusted_identity') warnIdentityChanged(peer);
   }
 
+  // --- devices the server shows but the account never signed for ------------------------
+
+  /**
+   * @param {string} username
+   * @param {number} deviceId
+   * @param {string} reason
+   */
+  function noteRefused(username, deviceId, reason) {
+    const known = refused.get(username) ?? new Map();
+    known.set(deviceId, reason);
+    refused.set(username, known);
+    if (username === current) showDeviceWarning();
+  }
+
+  /** The warning in the open conversation, if the server showed its contact's account a device it refused. */
+  function showDeviceWarning() {
+    const known = current ? refused.get(current) : undefined;
+    if (!current || !known?.size) {
+      deviceWarning.hidden = true;
+      deviceWarning.replaceChildren();
+      return;
+    }
+    const list = [...known].map(([id, reason]) => `device ${id} (${reason})`).join(', ');
+    const whose = current === client.username ? 'your own account' : `${current}’s account`;
+    deviceWarning.replaceChildren(
+      el('strong', { text: 'Warning: unknown device. ' }),
+      document.createTextNode(
+        `The server lists a device for ${whose} that the account has not signed for: ${list}. ` +
+          'Nothing is encrypted to it. If this persists, compare safety numbers.',
+      ),
+    );
+    deviceWarning.dataset.devices = [...known.keys()].join(',');
+    deviceWarning.hidden = false;
+  }
+
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let noticeTimer;
+  /**
+   * @param {string} text
+   * @param {number} [ms] how long it stays (0: until replaced)
+   */
+  function showNotice(text, ms = 8000) {
+    notice.textContent = text;
+    notice.hidden = false;
+    clearTimeout(noticeTimer);
+    if (ms) {
+      noticeTimer = setTimeout(() => {
+        notice.hidden = true;
+      }, ms);
+    }
+  }
+
   // --- safety number ---------------------------------------------------------------------
 
   /** @param {string} peer */
@@ -539,6 +609,8 @@ export async function chatPage(client) {
     if (current) go(`with=${encodeURIComponent(current)}`);
     else go('');
   });
+  byId('open-devices').addEventListener('click', () => go('devices'));
+  byId('devices-back').addEventListener('click', () => go(''));
   byId('open-safety').addEventListener('click', () => {
     if (current) go(`safety=${encodeURIComponent(current)}`);
   });
@@ -554,7 +626,8 @@ export async function chatPage(client) {
     // Follow new messages unless the person has scrolled back to read older ones.
     const follow = message.direction === 'out' || nearEnd();
     let placeholder = null;
-    if (message.direction === 'out') {
+    // A transcript from our other device is no send of this page's.
+    if (message.direction === 'out' && message.senderDevice === client.deviceId) {
       for (const attempt of attempts) {
         if (attempt.id === null && attempt.peer === message.peer && attempt.text === message.text) {
           attempt.id = message.id;
@@ -579,6 +652,25 @@ export async function chatPage(client) {
   listen(client, 'status', (/** @type {{id: string, peer: string, status: string}} */ update) => {
     updateStatus(update);
     refreshList();
+  });
+  listen(client, 'device-refused', (/** @type {{username: string, deviceId: number, reason: string}} */ d) => {
+    noteRefused(d.username, d.deviceId, d.reason);
+  });
+  listen(client, 'history-progress', (/** @type {{received: number, total: number}} */ { received, total }) => {
+    if (received < total) showNotice(`Receiving your earlier messages from your other device… ${received} of ${total}`, 0);
+  });
+  listen(client, 'history-imported', (/** @type {{count: number}} */ { count }) => {
+    showNotice(
+      count
+        ? `Imported ${count} earlier message${count === 1 ? '' : 's'} from your other device.`
+        : 'Your other device sent no earlier messages.',
+    );
+    refreshList();
+    if (current && main.dataset.view === 'chat') {
+      nodes = new Map();
+      messagesList.replaceChildren();
+      void openChat(current);
+    }
   });
   listen(client, 'identity-changed', (/** @type {{username: string}} */ { username }) => {
     warnIdentityChanged(username);

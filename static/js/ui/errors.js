@@ -11,7 +11,13 @@ const TEXT = {
   weak_password: 'That password is too weak.',
   unauthorized: 'Wrong username or password.',
   not_linked:
-    'This browser holds no keys for that account. Sealpost keeps your keys only on the device you signed up with: log in there, or sign up for a new account here.',
+    'This browser holds no keys for that account. Link it to your account below (from a device where you are signed in), or sign up for a new account here.',
+  unsigned_device:
+    'Not sent: the server asked to encrypt to a device this account has not signed for. Nothing was sent to it.',
+  unknown_device: 'That device is not (or no longer) part of the account.',
+  link_expired: 'The link code expired before it was used. Make a new one and try again.',
+  link_not_found: 'That link code is not (or no longer) valid. Make a new one on the new device.',
+  device_limit_reached: 'This account already has as many devices as it may. Remove one first.',
   unknown_account: 'There is no Sealpost account with that username.',
   untrusted_identity:
     'Not sent: this contact’s safety number has changed. Review the new safety number to continue.',

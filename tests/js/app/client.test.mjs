@@ -382,7 +382,7 @@ describe('WebClient against a live server', { timeout: 300_000 }, () => {
     const errors = recorder(gina, 'error');
     await gina.register('gina', PASSWORD);
     await gina.connect();
-    await gina._api.request('DELETE', '/api/v1/devices/1');
+    assert.equal(await gina.revokeDevice(1), true, 'its own device');
     const error = await errors.wait();
     assert.equal(error.code, 'unauthorized');
     await until(() => gina.connectionState === 'offline', 'offline');

@@ -233,3 +233,37 @@ test('key ids are reserved without repeats and wrap after 2**32 - 1', async () =
   assert.deepEqual(await store.reserveKeyIds('signed', 3), [0xffff_fffe, 0xffff_ffff, 1]);
   store.close();
 });
+
+test('a version 1 database is upgraded in place: the new stores appear, nothing is lost', async () => {
+  const indexedDB = new IDBFactory();
+  const opening = indexedDB.open(DB_NAME, 1);
+  opening.onupgradeneeded = () => {
+    const db = opening.result;
+    for (const name of ['config', 'keys']) db.createObjectStore(name);
+    db.createObjectStore('prekeys', { keyPath: ['kind', 'keyId'] });
+    db.createObjectStore('sessions', { keyPath: ['peer', 'deviceId'] });
+    db.createObjectStore('identities', { keyPath: 'username' });
+    db.createObjectStore('peerDevices', { keyPath: ['username', 'deviceId'] });
+    const messages = db.createObjectStore('messages', { keyPath: 'id', autoIncrement: true });
+    messages.createIndex('peer', 'peer');
+    messages.createIndex('sentAt', ['peer', 'direction', 'sentAt']);
+    messages.createIndex('useq', 'useq', { unique: true });
+    db.createObjectStore('outbox', { keyPath: 'id', autoIncrement: true });
+    db.createObjectStore('receipts', { keyPath: ['peer', 'kind'] });
+  };
+  const old = await req(opening);
+  const t = old.transaction(['config'], 'readwrite');
+  await req(t.objectStore('config').put('alice', 'username'));
+  old.close();
+
+  const store = await Store.open({ indexedDB });
+  assert.deepEqual(
+    ['deviceLists', 'historyChunks', 'historyTransfers'].filter((name) => store.db.objectStoreNames.contains(name)),
+    ['deviceLists', 'historyChunks', 'historyTransfers'],
+  );
+  assert.equal(store.db.version, 2);
+  assert.equal((await store.config()).username, 'alice');
+  await store.write(['historyChunks'], (tx) => req(tx.objectStore('historyChunks').put({ transferId: 'ab', index: 0, total: 1 })));
+  assert.equal((await store.getAll('historyChunks', { index: 'transferId', query: 'ab' })).length, 1);
+  store.close();
+});
