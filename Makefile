@@ -27,6 +27,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 		"$$python" -m venv $(VENV) || exit 1; \
 	fi
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	# The reference client's `sealpost` command (and the protocol package), editable.
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 # The browser's JavaScript: packages from package-lock.json (npm ci), reinstalled only
