@@ -2,8 +2,9 @@
 // server: texts both ways, delivered and read receipts both ways, the same safety number.
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -89,6 +90,60 @@ describe('interop with the Python reference client', { timeout: 300_000 }, () =>
     assert.ok(events.some((e) => e.type === 'status' && e.peer === 'dave' && e.status === 'read'), JSON.stringify(events));
     assert.deepEqual(d.undecryptable.seen, []);
     assert.deepEqual(d.error.seen, []);
+  });
+
+  test('a Python home links as a second device of the web account: history, SENT both ways', async () => {
+    const second = mkdtempSync(join(tmpdir(), 'sealpost-dave2-'));
+    try {
+      const link = spawn(PYTHON, ['-m', 'client', '--home', second, '--server', server.url, 'link', '--name', 'Python laptop', '--no-qr'], {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      link.stderr.on('data', (chunk) => {
+        stderr += chunk;
+      });
+      const lines = createInterface({ input: link.stdout });
+      const output = [];
+      const code = await new Promise((resolve, reject) => {
+        link.once('exit', (status) => reject(new Error(`link exited (${status}): ${stderr}`)));
+        lines.on('line', (line) => {
+          output.push(line);
+          if (line.startsWith('sealpost-link:')) resolve(line);
+        });
+      });
+      const exited = new Promise((resolve) => link.once('exit', resolve));
+      const preview = dave.previewLink(code);
+      const approved = await dave.approveLink(code, { historyBytes: 100_000 });
+      assert.equal(await exited, 0, stderr);
+      assert.deepEqual(approved.deviceIds, [2]);
+      assert.ok(output.some((line) => line === `Fingerprint: ${preview.fingerprint}`), output.join('\n'));
+      assert.ok(output.some((line) => /linked as dave device 2/.test(line)), output.join('\n'));
+
+      /** @param {string[]} args */
+      const py = async (...args) =>
+        (await run(PYTHON, ['-m', 'client', '--home', second, ...args], { cwd: ROOT, timeout: 60_000 })).stdout;
+      const receive = async () => (await py('receive', '--json', '--wait', '2')).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      let events = await receive();
+      const history = events.find((e) => e.type === 'history');
+      assert.ok(history, JSON.stringify(events));
+      assert.equal(history.count, approved.historyMessages);
+      assert.equal(approved.historyMessages, 2); // one text each way before
+
+      const sent = await dave.sendText('carol', 'from the web, seen by my Python device');
+      events = await receive();
+      const transcript = events.find((e) => e.type === 'sent');
+      assert.deepEqual([transcript?.to, transcript?.text, transcript?.device], ['carol', sent.text, 1], JSON.stringify(events));
+
+      await py('send', 'carol', 'from my Python device');
+      const { message } = await d.message.wait((e) => e.message.text === 'from my Python device');
+      assert.deepEqual([message.direction, message.peer, message.senderDevice], ['out', 'carol', 2]);
+      assert.ok((await carolReceives()).some((e) => e.type === 'message' && e.text === 'from my Python device'));
+      assert.deepEqual(d.error.seen, []);
+      assert.equal(await dave.revokeDevice(2), false);
+    } finally {
+      rmSync(second, { recursive: true, force: true });
+    }
   });
 
   test('both compute the same safety number', async () => {
