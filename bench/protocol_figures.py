@@ -29,7 +29,10 @@ from protocol.keys import (
 from protocol.session import SessionRecord
 
 
-class _Store:
+class PreKeys:
+    """The private prekeys of one device (``protocol.session.PreKeyStore``); one-time keys
+    are consumed on lookup. Shared with bench.relay_bench."""
+
     def __init__(self) -> None:
         self.signed: dict[int, bytes] = {}
         self.one_time: dict[int, bytes] = {}
@@ -45,10 +48,10 @@ class _Store:
         return self.kem.get(key_id)
 
 
-def _party() -> tuple[AccountIdentity, DeviceKeys, _Store, PreKeyBundle]:
+def _party() -> tuple[AccountIdentity, DeviceKeys, PreKeys, PreKeyBundle]:
     account = AccountIdentity.generate()
     device = DeviceKeys.create(account, 1)
-    store = _Store()
+    store = PreKeys()
     spk = SignedPreKeyPair.generate(device, 1)
     opk = OneTimePreKeyPair.generate(1)
     kem = KemPreKeyPair.generate(device, 1, last_resort=False)

@@ -81,6 +81,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from bench import protocol_figures
+from bench.protocol_figures import PreKeys
 from client.api import Api, DeviceUpload
 from client.transport import (
     SUBPROTOCOL,
@@ -181,24 +182,6 @@ TARGETS = {
 
 
 # --- keys and accounts ----------------------------------------------------------------------
-
-
-class PreKeys:
-    """The private prekeys of one device (``protocol.session.PreKeyStore``)."""
-
-    def __init__(self) -> None:
-        self.signed: dict[int, bytes] = {}
-        self.one_time: dict[int, bytes] = {}
-        self.kem: dict[int, tuple[bytes, bool]] = {}
-
-    def signed_prekey(self, key_id: int) -> bytes | None:
-        return self.signed.get(key_id)
-
-    def one_time_prekey(self, key_id: int) -> bytes | None:
-        return self.one_time.pop(key_id, None)
-
-    def kem_prekey(self, key_id: int) -> tuple[bytes, bool] | None:
-        return self.kem.get(key_id)
 
 
 @dataclass
