@@ -78,6 +78,8 @@ class ErrorCode(IntEnum):
     UNKNOWN_GROUP = 504
     NOT_A_MEMBER = 505
     GROUP_TOO_LARGE = 506
+    STALE_ROSTER = 507  # a group send's roster digest is not the group's devices now
+    UPLOAD_INCOMPLETE = 508  # a blob downloaded before its upload finished
 
     # 6xx: compliance.
     CONSENT_REQUIRED = 600

@@ -73,6 +73,8 @@ export const ErrorCode = Object.freeze({
   UNKNOWN_GROUP: 504,
   NOT_A_MEMBER: 505,
   GROUP_TOO_LARGE: 506,
+  STALE_ROSTER: 507,
+  UPLOAD_INCOMPLETE: 508,
 
   // 6xx: compliance.
   CONSENT_REQUIRED: 600,
