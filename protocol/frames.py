@@ -6,7 +6,8 @@ The client numbers its requests; the server echoes the number in its answer (SEN
 DEVICE_MISMATCH, ERROR, PONG) and uses 0 for what it pushes unasked (DELIVER,
 QUEUE_EMPTY, NOTICE). Bodies, by type (docs/protocol.md, "Frames"):
 
-    SEND            c→s  recipient str | flags u8 | count varint |
+    SEND            c→s  recipient str | flags u8 | [ttl_seconds varint if EXPIRES] |
+                         count varint |
                          count × (device_id varint | registration_id varint | payload bytes)
     SEND_OK         s→c  server_time_ms varint
     DEVICE_MISMATCH s→c  missing list | extra list | stale list   (list = count varint | ids)
@@ -17,6 +18,8 @@ QUEUE_EMPTY, NOTICE). Bodies, by type (docs/protocol.md, "Frames"):
     ERROR           s→c  code varint | message str
     NOTICE          s→c  kind varint | value varint
     PING / PONG     both (empty)
+    GROUP_SEND      c→s  group_id[16] | flags u8 | [ttl_seconds varint if EXPIRES] |
+                         roster_digest[16] | payload bytes          (section 17.3)
 
 ``decode_frame`` returns a frame or raises ``ProtocolError``, never anything else.
 ``FrameStream`` does the same for byte streams, where each frame is preceded by its length.
@@ -29,6 +32,7 @@ from enum import IntEnum, IntFlag
 
 from .encoding import Reader, Writer, encode_varint
 from .errors import ErrorCode, ProtocolError
+from .groups import GROUP_ID_BYTES, ROSTER_DIGEST_BYTES
 from .identifiers import check_username
 from .keys import MAX_REGISTRATION_ID, check_device_id
 from .limits import (
@@ -38,6 +42,7 @@ from .limits import (
     MAX_FRAME_BYTES,
     MAX_LIST_ITEMS,
     MAX_STRING_BYTES,
+    MAX_TTL_SECONDS,
     MAX_USERNAME_BYTES,
     PROTOCOL_VERSION,
 )
@@ -54,12 +59,19 @@ class FrameType(IntEnum):
     NOTICE = 8
     PING = 9
     PONG = 10
+    GROUP_SEND = 11
 
 
 class SendFlags(IntFlag):
     NONE = 0
     # Deliver only to devices connected now; never stored (typing indicators).
     EPHEMERAL = 1
+    # The relay drops the envelopes ttl_seconds after accepting them (disappearing
+    # messages), so its copy never outlives the message. Followed by ttl_seconds.
+    EXPIRES = 2
+
+
+_KNOWN_SEND_FLAGS = int(SendFlags.EPHEMERAL | SendFlags.EXPIRES)
 
 
 class NoticeKind(IntEnum):
@@ -79,7 +91,21 @@ class Send:
     recipient: str
     messages: tuple[DeviceMessage, ...]
     flags: SendFlags = SendFlags.NONE
+    ttl_seconds: int | None = None  # present iff flags has EXPIRES
     type = FrameType.SEND
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSend:
+    """One SenderKeyMessage for every device of the group's roster but the sender's."""
+
+    request_id: int
+    group_id: bytes  # 16 bytes
+    roster_digest: bytes  # 16 bytes, groups.roster_digest of the roster the key went to
+    payload: bytes
+    flags: SendFlags = SendFlags.NONE
+    ttl_seconds: int | None = None  # present iff flags has EXPIRES
+    type = FrameType.GROUP_SEND
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,12 +183,24 @@ class Pong:
     type = FrameType.PONG
 
 
-Frame = Send | SendOk | DeviceMismatch | Deliver | Ack | QueueEmpty | Error | Notice | Ping | Pong
+Frame = (
+    Send
+    | SendOk
+    | DeviceMismatch
+    | Deliver
+    | Ack
+    | QueueEmpty
+    | Error
+    | Notice
+    | Ping
+    | Pong
+    | GroupSend
+)
 
 
 # Requests that are answered: their answer must be matched to them by request id, so 0
 # (which marks what the server pushes unasked) is not allowed.
-_NEEDS_REQUEST_ID = frozenset({FrameType.SEND, FrameType.PING})
+_NEEDS_REQUEST_ID = frozenset({FrameType.SEND, FrameType.PING, FrameType.GROUP_SEND})
 
 
 def _write_ids(w: Writer, ids: tuple[int, ...]) -> None:
@@ -179,15 +217,42 @@ def _read_ids(r: Reader, what: str, maximum: int, limit: int) -> tuple[int, ...]
     return ids
 
 
-def _read_payload(r: Reader, device_id: int) -> bytes:
+def _read_payload(r: Reader, whose: str) -> bytes:
     length = r.varint("payload length")
     if length > MAX_CIPHERTEXT_BYTES:
         raise ProtocolError(
             ErrorCode.CIPHERTEXT_TOO_LARGE,
-            f"ciphertext for device {device_id} is {length} bytes; the limit is "
-            f"{MAX_CIPHERTEXT_BYTES}",
+            f"ciphertext {whose} is {length} bytes; the limit is {MAX_CIPHERTEXT_BYTES}",
         )
-    return r.fixed(length, "payload")
+    payload = r.fixed(length, "payload")
+    if not payload:
+        raise ProtocolError(ErrorCode.INVALID_VALUE, "empty payload")
+    return payload
+
+
+def _read_send_flags(r: Reader) -> tuple[SendFlags, int | None]:
+    raw_flags = r.u8("flags")
+    if raw_flags & ~_KNOWN_SEND_FLAGS:
+        raise ProtocolError(ErrorCode.INVALID_VALUE, f"unknown send flags {raw_flags:#x}")
+    flags = SendFlags(raw_flags)
+    if not flags & SendFlags.EXPIRES:
+        return flags, None
+    ttl_seconds = r.varint("ttl_seconds", maximum=MAX_TTL_SECONDS)
+    if ttl_seconds == 0:
+        raise ProtocolError(ErrorCode.INVALID_VALUE, "ttl_seconds must not be 0")
+    return flags, ttl_seconds
+
+
+def _write_send_flags(w: Writer, flags: SendFlags, ttl_seconds: int | None) -> None:
+    # The flag, not the field, says whether ttl_seconds follows; refuse a frame whose two
+    # disagree, since it could not decode to itself.
+    if bool(flags & SendFlags.EXPIRES) != (ttl_seconds is not None):
+        raise ProtocolError(
+            ErrorCode.INVALID_VALUE, "ttl_seconds must be given exactly when EXPIRES is set"
+        )
+    w.u8(int(flags))
+    if ttl_seconds is not None:
+        w.varint(ttl_seconds)
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -202,7 +267,9 @@ def _encode(frame: Frame) -> bytes:
     w = Writer().u8(PROTOCOL_VERSION).u8(frame.type).varint(frame.request_id)
     match frame:
         case Send():
-            w.str_(frame.recipient).u8(int(frame.flags)).varint(len(frame.messages))
+            w.str_(frame.recipient)
+            _write_send_flags(w, frame.flags, frame.ttl_seconds)
+            w.varint(len(frame.messages))
             for message in frame.messages:
                 w.varint(message.device_id).varint(message.registration_id)
                 w.bytes_(message.payload)
@@ -221,6 +288,10 @@ def _encode(frame: Frame) -> bytes:
             w.varint(frame.code).str_(frame.message)
         case Notice():
             w.varint(frame.kind).varint(frame.value)
+        case GroupSend():
+            w.fixed(frame.group_id, GROUP_ID_BYTES)
+            _write_send_flags(w, frame.flags, frame.ttl_seconds)
+            w.fixed(frame.roster_digest, ROSTER_DIGEST_BYTES).bytes_(frame.payload)
         case QueueEmpty() | Ping() | Pong():
             pass
     return w.getvalue()
@@ -252,9 +323,7 @@ def decode_frame(data: bytes) -> Frame:
     match frame_type:
         case FrameType.SEND:
             recipient = check_username(r.str_("recipient", MAX_USERNAME_BYTES))
-            raw_flags = r.u8("flags")
-            if raw_flags & ~int(SendFlags.EPHEMERAL):
-                raise ProtocolError(ErrorCode.INVALID_VALUE, f"unknown send flags {raw_flags:#x}")
+            flags, ttl_seconds = _read_send_flags(r)
             count = r.varint("device count", maximum=MAX_DEVICES_PER_SEND)
             if count == 0:
                 raise ProtocolError(ErrorCode.INVALID_VALUE, "a send needs at least one device")
@@ -265,11 +334,9 @@ def decode_frame(data: bytes) -> Frame:
                 registration_id = r.varint("registration_id", maximum=MAX_REGISTRATION_ID)
                 if registration_id == 0:
                     raise ProtocolError(ErrorCode.INVALID_VALUE, "registration_id must not be 0")
-                payload = _read_payload(r, device_id)
-                if not payload:
-                    raise ProtocolError(ErrorCode.INVALID_VALUE, "empty payload")
+                payload = _read_payload(r, f"for device {device_id}")
                 messages.append(DeviceMessage(device_id, registration_id, payload))
-            frame = Send(request_id, recipient, tuple(messages), SendFlags(raw_flags))
+            frame = Send(request_id, recipient, tuple(messages), flags, ttl_seconds)
         case FrameType.SEND_OK:
             frame = SendOk(request_id, r.varint("server_time_ms"))
         case FrameType.DEVICE_MISMATCH:
@@ -285,9 +352,7 @@ def decode_frame(data: bytes) -> Frame:
             sender_device = r.varint("sender_device", maximum=MAX_DEVICE_ID)
             check_device_id(sender_device)
             server_time = r.varint("server_time_ms")
-            payload = _read_payload(r, sender_device)
-            if not payload:
-                raise ProtocolError(ErrorCode.INVALID_VALUE, "empty payload")
+            payload = _read_payload(r, f"from device {sender_device}")
             frame = Deliver(seq, sender, sender_device, server_time, payload, request_id)
         case FrameType.ACK:
             seqs = _read_ids(r, "seq", 2**63 - 1, MAX_LIST_ITEMS)
@@ -304,6 +369,12 @@ def decode_frame(data: bytes) -> Frame:
             frame = Ping(request_id)
         case FrameType.PONG:
             frame = Pong(request_id)
+        case FrameType.GROUP_SEND:
+            group_id = r.fixed(GROUP_ID_BYTES, "group_id")
+            flags, ttl_seconds = _read_send_flags(r)
+            roster_digest = r.fixed(ROSTER_DIGEST_BYTES, "roster_digest")
+            payload = _read_payload(r, "for the group")
+            frame = GroupSend(request_id, group_id, roster_digest, payload, flags, ttl_seconds)
     r.end(f"{frame_type.name} frame")
     return frame
 

@@ -25,3 +25,6 @@ MAX_TEXT_BYTES: Final = 64 * 1024
 MAX_LIST_ITEMS: Final = 10_000  # any other list in a frame
 MAX_STRING_BYTES: Final = 4 * 1024  # any other string in a frame
 MAX_DEVICE_ID: Final = 0xFFFF
+
+# Disappearing messages (section 17): a timer or a SEND's ttl_seconds is at most a year.
+MAX_TTL_SECONDS: Final = 31_536_000

@@ -13,6 +13,8 @@ tell, before any crypto, whether it speaks this version (docs/protocol.md, "Mess
         base_key[32] | signed_prekey_id varint | one_time_prekey_id varint (0 = none) |
         kem_prekey_id varint | kem_ciphertext[1088] | RatchetMessage (the rest)
 
+    SenderKeyMessage (kind 3): a group message, in senderkeys.py.
+
 The header of a RatchetMessage (everything before the ciphertext) is bound into the AEAD
 as associated data, so a header cannot be changed without the message being rejected.
 ratchet_key and base_key, like every X25519 public key read from the wire, must have the
@@ -36,6 +38,7 @@ MAX_COUNTER = 0xFFFF_FFFF
 class MessageKind(IntEnum):
     RATCHET = 1
     PREKEY = 2
+    SENDER_KEY = 3  # a group message (senderkeys.py, docs/protocol.md 17.2)
 
 
 def message_type_byte(kind: MessageKind) -> int:

@@ -32,11 +32,31 @@ sys.path.insert(0, str(ROOT))
 from kyber_py.ml_kem import ML_KEM_768  # noqa: E402
 
 from protocol import primitives as p  # noqa: E402
+from protocol.attachments import (  # noqa: E402
+    CHUNK_BYTES,
+    blob_size,
+    chunk_count,
+    chunk_nonce,
+    encrypt_attachment,
+)
 from protocol.content import (  # noqa: E402
+    Attachment,
+    AttachmentFlags,
+    Content,
+    Expiring,
+    GroupAction,
+    GroupUpdate,
     HistoryChunk,
     HistoryRecord,
+    Receipt,
+    ReceiptKind,
+    SenderKeyDistribution,
+    SentContent,
     SentTranscript,
     Text,
+    TimerUpdate,
+    Typing,
+    TypingAction,
     encode_content,
     split_history,
 )
@@ -51,6 +71,7 @@ from protocol.frames import (  # noqa: E402
     Error,
     Frame,
     FrameStream,
+    GroupSend,
     Notice,
     NoticeKind,
     Ping,
@@ -62,6 +83,7 @@ from protocol.frames import (  # noqa: E402
     decode_frame,
     encode_frame,
 )
+from protocol.groups import RosterEntry, group_id_hex, roster_digest  # noqa: E402
 from protocol.keys import (  # noqa: E402
     AccountIdentity,
     DeviceKeys,
@@ -70,13 +92,19 @@ from protocol.keys import (  # noqa: E402
     PreKeyBundle,
     SignedPreKeyPair,
 )
-from protocol.limits import MAX_SKIPPED_KEYS  # noqa: E402
+from protocol.limits import MAX_JUMP, MAX_SKIPPED_KEYS  # noqa: E402
 from protocol.messages import PreKeyMessage  # noqa: E402
 from protocol.padding import pad, padme_length  # noqa: E402
 from protocol.pqxdh import derive_root_key  # noqa: E402
 from protocol.provisioning import LinkCode, ProvisionMessage, open_sealed, seal  # noqa: E402
 from protocol.ratchet import kdf_ck, kdf_rk, message_key_material  # noqa: E402
 from protocol.safety import safety_number  # noqa: E402
+from protocol.senderkeys import (  # noqa: E402
+    SenderKeyMessage,
+    SenderKeyRecord,
+    SenderKeyState,
+    sender_message_key,
+)
 from protocol.session import SessionRecord  # noqa: E402
 
 OUT = ROOT / "protocol" / "vectors"
@@ -269,7 +297,11 @@ def content_vectors() -> dict[str, Any]:
     return {
         "description": (
             "Padmé lengths; TEXT and SENT content encodings with and without padding; HISTORY "
-            "chunks (see history.description); content bodies decode_content refuses, padded."
+            "chunks (see history.description); 'receipts': RECEIPT contents (kind 1 delivered, "
+            "2 read; items are the acknowledged sent_at values); 'contents': one or more of "
+            "each content type 5-11 (docs/protocol.md 17.4), 'type' naming the Python class and "
+            "'fields' its fields (bytes as hex, enums as numbers, an inner content as "
+            "{type, fields}); 'invalid': content bodies decode_content refuses, padded."
         ),
         "padme": [{"length": n, "padded": padme_length(n)} for n in lengths],
         "pad": [
@@ -302,11 +334,111 @@ def content_vectors() -> dict[str, Any]:
             for hide in (False, True)
         ],
         "history": history_vectors(),
+        "receipts": receipt_vectors(),
+        "contents": [
+            {
+                "type": type(content).__name__,
+                "fields": describe_content(content),
+                "hide_length": hide,
+                "encoded": h(encode_content(content, hide)),
+            }
+            for content, hide in contents_of_section_17()
+        ],
         "invalid": [
             {"description": description, "encoded": h(pad(raw, False)), "error": error.slug}
             for description, raw, error in invalid_contents()
         ],
     }
+
+
+def receipt_vectors() -> list[dict[str, Any]]:
+    out = []
+    cases = [
+        (ReceiptKind.DELIVERED, (1_795_000_000_000,), 1_795_000_000_500, False),
+        (ReceiptKind.READ, (1_795_000_000_000, 1_795_000_000_001, 127, 128), 0, True),
+        (ReceiptKind.READ, tuple(range(100)), 2**63 - 1, False),
+    ]
+    for kind, items, sent_at, hide in cases:
+        encoded = encode_content(Receipt(kind, items, sent_at), hide)
+        out.append(
+            {
+                "kind": int(kind),
+                "items": list(items),
+                "sent_at_ms": sent_at,
+                "hide_length": hide,
+                "encoded": h(encoded),
+            }
+        )
+    return out
+
+
+def section_17_pointer(sent_at: int) -> Attachment:
+    return Attachment(
+        blob_id=seed("content/blob_id", 16),
+        key=seed("content/attachment_key"),
+        size=200_000,
+        digest=seed("content/digest"),
+        content_type="image/jpeg",
+        sent_at_ms=sent_at,
+        file_name="Grüße.jpg",
+        width=640,
+        height=480,
+        thumbnail=b"\xff\xd8\xff\xe0thumb",
+        caption="the view",
+    )
+
+
+def contents_of_section_17() -> list[tuple[Content, bool]]:
+    t = 1_795_000_000_200
+    group_id = seed("content/group_id", 16)
+    voice = Attachment(
+        blob_id=bytes(16),
+        key=bytes(32),
+        size=0,
+        digest=bytes(32),
+        content_type="audio/ogg",
+        sent_at_ms=t + 3,
+        flags=AttachmentFlags.VOICE,
+        duration_ms=4_500,
+    )
+    return [
+        (Typing(TypingAction.STARTED, t), False),
+        (Typing(TypingAction.STOPPED, t + 1), True),
+        (
+            SenderKeyDistribution(
+                group_id, 0x7FFF_FFFF, 3, seed("content/chain"), seed("content/signing"), t + 2
+            ),
+            False,
+        ),
+        (section_17_pointer(t + 2), False),
+        (voice, True),
+        (GroupUpdate(group_id, GroupAction.CREATED, "Climbing 🧗", 0, ("bob", "carol"), t), False),
+        (GroupUpdate(group_id, GroupAction.SNAPSHOT, "", 604_800, (), t), True),
+        (GroupUpdate(group_id, GroupAction.LEFT, "x" * 256, 31_536_000, ("alice",), t), False),
+        (TimerUpdate(0, t), False),
+        (TimerUpdate(86_400, t), False),
+        (Expiring(3_600, Text("gone soon", t + 4), t + 4), False),
+        (Expiring(31_536_000, section_17_pointer(t + 5), t + 5), True),
+        (SentContent("bob", section_17_pointer(t + 6), t + 6), False),
+        (SentContent("carol", Expiring(60, Text("", t + 7), t + 7), t + 7), False),
+        (SentContent("dave", TimerUpdate(0, t + 8), t + 8), True),
+    ]
+
+
+def describe_content(content: Content) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name in content.__slots__:
+        value = getattr(content, name)
+        if isinstance(value, bytes):
+            value = h(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, int):
+            value = int(value)
+        elif not isinstance(value, str):
+            value = {"type": type(value).__name__, "fields": describe_content(value)}
+        fields[name] = value
+    return fields
 
 
 # History records of content.json: record i is HISTORY_RULE below, with n = HISTORY_LENGTHS[i].
@@ -377,8 +509,154 @@ def invalid_contents() -> list[tuple[str, bytes, ErrorCode]]:
         return w.getvalue() + tail
 
     record = Writer().varint(1).str_("bob").u8(1).varint(t).str_("hi").getvalue()
+    group = bytes(range(16))
+
+    def body(kind: int, *parts: bytes) -> bytes:
+        return Writer().u8(kind).varint(t).getvalue() + b"".join(parts)
+
+    def v(value: int) -> bytes:
+        return encode_varint(value)
+
+    def s(text: str) -> bytes:
+        return Writer().str_(text).getvalue()
+
+    pointer = encode_content(section_17_pointer(t))[1 + len(v(t)) : -1]  # body, unpadded
+    pointer_head = bytes(16) + bytes(32) + v(5) + bytes(32)  # blob_id, key, size, digest
+    pointer_tail = s("a") + s("") + v(0) * 3 + v(0) + s("")
     return [
-        ("content type 5", Writer().u8(5).varint(t).getvalue(), ErrorCode.UNKNOWN_TYPE),
+        ("content type 12", Writer().u8(12).varint(t).getvalue(), ErrorCode.UNKNOWN_TYPE),
+        ("TYPING action 2", body(5, b"\x02"), ErrorCode.INVALID_VALUE),
+        ("TYPING without an action", body(5), ErrorCode.TRUNCATED),
+        ("TYPING with a byte after the action", body(5, b"\x01\x00"), ErrorCode.TRAILING_BYTES),
+        (
+            "SENDER_KEY key_id 0",
+            body(6, group, v(0), v(0), bytes(32), bytes(32)),
+            ErrorCode.INVALID_VALUE,
+        ),
+        (
+            "SENDER_KEY key_id 2**31",
+            body(6, group, v(2**31), v(0), bytes(32), bytes(32)),
+            ErrorCode.TOO_LARGE,
+        ),
+        (
+            "SENDER_KEY iteration 2**32",
+            body(6, group, v(1), v(2**32), bytes(32), bytes(32)),
+            ErrorCode.TOO_LARGE,
+        ),
+        (
+            "SENDER_KEY signing key cut short",
+            body(6, group, v(1), v(0), bytes(32), bytes(31)),
+            ErrorCode.TRUNCATED,
+        ),
+        (
+            "ATTACHMENT size 104,857,601",
+            body(7, bytes(48), v(104_857_601)),
+            ErrorCode.TOO_LARGE,
+        ),
+        (
+            "ATTACHMENT flag 0x02",
+            body(7, pointer_head, b"\x02", pointer_tail),
+            ErrorCode.INVALID_VALUE,
+        ),
+        (
+            "ATTACHMENT content_type of 129 bytes",
+            body(7, pointer_head, b"\x00", s("a" * 129)),
+            ErrorCode.TOO_LARGE,
+        ),
+        (
+            "ATTACHMENT file_name of 256 bytes",
+            body(7, pointer_head, b"\x00", s("a"), s("f" * 256)),
+            ErrorCode.TOO_LARGE,
+        ),
+        (
+            "ATTACHMENT thumbnail of 65,537 bytes",
+            body(7, pointer_head, b"\x00", s("a"), s(""), v(0) * 3, v(65_537)),
+            ErrorCode.TOO_LARGE,
+        ),
+        (
+            "ATTACHMENT caption of 4,097 bytes",
+            body(7, pointer_head, b"\x00", s("a"), s(""), v(0) * 3, v(0), s("c" * 4097)),
+            ErrorCode.TOO_LARGE,
+        ),
+        (
+            "ATTACHMENT with a byte after the caption",
+            body(7, pointer, b"\x00"),
+            ErrorCode.TRAILING_BYTES,
+        ),
+        (
+            "ATTACHMENT without a caption",
+            body(7, pointer_head, b"\x00", s("a"), s(""), v(0) * 3, v(0)),
+            ErrorCode.TRUNCATED,
+        ),
+        (
+            "GROUP_UPDATE action 8",
+            body(8, group, b"\x08", s("g"), v(0), v(0)),
+            ErrorCode.INVALID_VALUE,
+        ),
+        (
+            "GROUP_UPDATE action 0",
+            body(8, group, b"\x00", s("g"), v(0), v(0)),
+            ErrorCode.INVALID_VALUE,
+        ),
+        (
+            "GROUP_UPDATE name of 257 bytes",
+            body(8, group, b"\x01", s("n" * 257)),
+            ErrorCode.TOO_LARGE,
+        ),
+        (
+            "GROUP_UPDATE timer 31,536,001",
+            body(8, group, b"\x01", s("g"), v(31_536_001)),
+            ErrorCode.TOO_LARGE,
+        ),
+        (
+            "GROUP_UPDATE 1,001 targets",
+            body(8, group, b"\x02", s("g"), v(0), v(1001)),
+            ErrorCode.TOO_LARGE,
+        ),
+        (
+            "GROUP_UPDATE target not a username",
+            body(8, group, b"\x02", s("g"), v(0), v(1), s("Bob")),
+            ErrorCode.INVALID_USERNAME,
+        ),
+        (
+            "GROUP_UPDATE with fewer targets than counted",
+            body(8, group, b"\x02", s("g"), v(0), v(2), s("bob")),
+            ErrorCode.TRUNCATED,
+        ),
+        ("TIMER 31,536,001", body(9, v(31_536_001)), ErrorCode.TOO_LARGE),
+        ("TIMER with a byte after it", body(9, v(60), b"\x00"), ErrorCode.TRAILING_BYTES),
+        ("EXPIRING timer 0", body(10, v(0), b"\x01hi"), ErrorCode.INVALID_VALUE),
+        ("EXPIRING timer 31,536,001", body(10, v(31_536_001), b"\x01hi"), ErrorCode.TOO_LARGE),
+        (
+            "EXPIRING holding a RECEIPT",
+            body(10, v(60), b"\x02\x01\x01\x05"),
+            ErrorCode.INVALID_VALUE,
+        ),
+        (
+            "EXPIRING holding an EXPIRING",
+            body(10, v(60), b"\x0a", v(60), b"\x01hi"),
+            ErrorCode.INVALID_VALUE,
+        ),
+        ("EXPIRING holding type 99", body(10, v(60), b"\x63"), ErrorCode.INVALID_VALUE),
+        ("EXPIRING without an inner type", body(10, v(60)), ErrorCode.TRUNCATED),
+        ("EXPIRING text not UTF-8", body(10, v(60), b"\x01\xff"), ErrorCode.INVALID_UTF8),
+        ("SENT_CONTENT holding a TEXT", body(11, s("bob"), b"\x01hi"), ErrorCode.INVALID_VALUE),
+        ("SENT_CONTENT holding a TYPING", body(11, s("bob"), b"\x05\x01"), ErrorCode.INVALID_VALUE),
+        (
+            "SENT_CONTENT to an invalid username",
+            body(11, s("Bob"), b"\x09\x00"),
+            ErrorCode.INVALID_USERNAME,
+        ),
+        (
+            "SENT_CONTENT timer 0 with a byte after it",
+            body(11, s("bob"), b"\x09\x00\x00"),
+            ErrorCode.TRAILING_BYTES,
+        ),
+        (
+            "SENT_CONTENT of an EXPIRING of a TEXT is fine, but of an EXPIRING timer 0 is not",
+            body(11, s("bob"), b"\x0a", v(0), b"\x01hi"),
+            ErrorCode.INVALID_VALUE,
+        ),
         (
             "SENT to an invalid username",
             Writer().u8(3).varint(t).str_("Bob").raw(b"x").getvalue(),
@@ -1006,6 +1284,17 @@ def frame_vectors() -> dict[str, Any]:
         Notice(NoticeKind.PREKEYS_LOW, 9),
         Ping(5),
         Pong(5),
+        # Section 17.3. Appended, so the indices above (and 'stream') are unchanged.
+        Send(10, "bob", (DeviceMessage(1, 2222, b"\x11" + b"e" * 20),), SendFlags.EXPIRES, 86_400),
+        GroupSend(9, bytes(range(16)), bytes(range(0xA0, 0xB0)), b"\x13" + b"g" * 20),
+        GroupSend(
+            11,
+            bytes(range(16)),
+            bytes(range(0xA0, 0xB0)),
+            b"\x13typing",
+            SendFlags.EPHEMERAL | SendFlags.EXPIRES,
+            31_536_000,
+        ),
     ]
     valid = []
     for frame in frames:
@@ -1014,7 +1303,8 @@ def frame_vectors() -> dict[str, Any]:
         fields = {
             k: (h(v) if isinstance(v, bytes) else v)
             for k, v in ((s, getattr(frame, s)) for s in frame.__slots__)
-            if k != "messages"
+            # An absent ttl_seconds (no EXPIRES flag) is left out rather than written null.
+            if k != "messages" and v is not None
         }
         if isinstance(frame, Send):
             fields["messages"] = [
@@ -1039,7 +1329,10 @@ def frame_vectors() -> dict[str, Any]:
         "0101": "truncated",
         "010100": "invalid_value",  # SEND needs a request id
         "010101034d617202": "invalid_username",  # "Mar": upper case
-        "01010103626f62020101010111": "invalid_value",  # unknown flag 2
+        "01010103626f62040101010111": "invalid_value",  # unknown flag 4
+        "01010103626f6202": "truncated",  # EXPIRES without its ttl_seconds
+        "01010103626f620200010101010111": "invalid_value",  # EXPIRES with ttl 0
+        "01010103626f620281e7840f0101010111": "too_large",  # ttl 31,536,001
         "01010103626f620000": "invalid_value",  # no devices
         "01010103626f62000101000111": "invalid_value",  # registration id 0
         "0101010362 6f62 0001 01 01 8380 06".replace(" ", ""): "ciphertext_too_large",
@@ -1047,6 +1340,15 @@ def frame_vectors() -> dict[str, Any]:
         "01050000": "invalid_value",  # empty ack
         "0101 8000".replace(" ", ""): "non_minimal_varint",
         "010900": "invalid_value",  # PING needs a request id
+        # GROUP_SEND: request id | group_id[16] | flags | [ttl] | roster_digest[16] | payload
+        "010b00": "invalid_value",  # GROUP_SEND needs a request id
+        "010b01" + "00" * 15: "truncated",  # group_id of 15 bytes
+        "010b01" + "00" * 16 + "08": "invalid_value",  # unknown flag 8
+        "010b01" + "00" * 16 + "0200": "invalid_value",  # EXPIRES with ttl 0
+        "010b01" + "00" * 16 + "00" + "a0" * 15: "truncated",  # roster_digest of 15 bytes
+        "010b01" + "00" * 16 + "00" + "a0" * 16 + "00": "invalid_value",  # empty payload
+        "010b01" + "00" * 16 + "00" + "a0" * 16 + "838006": "ciphertext_too_large",
+        "010b01" + "00" * 16 + "00" + "a0" * 16 + "021311" + "00": "trailing_bytes",
     }
     stream = b"".join(FrameStream.encode(f) for f in frames[:3])
     return {
@@ -1058,6 +1360,290 @@ def frame_vectors() -> dict[str, Any]:
         "valid": valid,
         "invalid": [{"encoded": k, "error": v} for k, v in invalid.items()],
         "stream": h(stream),
+    }
+
+
+# --- groups and attachments (docs/protocol.md section 17) ---------------------------------
+
+
+def groups_vectors() -> dict[str, Any]:
+    rosters = [
+        [],
+        [RosterEntry("alice", 1, 1111)],
+        # Given unsorted: usernames compare as bytes ("bob" < "bobby"), device ids as numbers.
+        [
+            RosterEntry("carol", 1, 0xFFFF_FFFF),
+            RosterEntry("bobby", 1, 5),
+            RosterEntry("bob", 10, 2),
+            RosterEntry("bob", 2, 3),
+            RosterEntry("alice", 65535, 1),
+        ],
+    ]
+    invalid_rosters = [
+        ([RosterEntry("bob", 1, 2), RosterEntry("bob", 1, 3)], ErrorCode.INVALID_VALUE),
+        ([RosterEntry("bob", 0, 2)], ErrorCode.INVALID_VALUE),
+        ([RosterEntry("bob", 65536, 2)], ErrorCode.INVALID_VALUE),
+        ([RosterEntry("bob", 1, 0)], ErrorCode.INVALID_VALUE),
+        ([RosterEntry("Bob", 1, 2)], ErrorCode.INVALID_USERNAME),
+    ]
+
+    def roster(entries: list[RosterEntry]) -> list[dict[str, Any]]:
+        return [
+            {"username": e.username, "device_id": e.device_id, "registration_id": e.registration_id}
+            for e in entries
+        ]
+
+    def error_of(entries: list[RosterEntry]) -> str:
+        try:
+            roster_digest(entries)
+        except ProtocolError as exc:
+            return exc.code.slug
+        raise AssertionError("roster accepted")
+
+    for entries, code in invalid_rosters:
+        assert error_of(entries) == code.slug
+
+    # The sender key chain from a recorded chain key (kdf_ck and the sender-key HKDF).
+    chain_key = seed("groups/chain_key")
+    chain = []
+    ck = chain_key
+    for iteration in range(4):
+        message_seed, next_ck = kdf_ck(ck)
+        key, nonce = sender_message_key(message_seed)
+        chain.append(
+            {
+                "iteration": iteration,
+                "chain_key": h(ck),
+                "message_seed": h(message_seed),
+                "key": h(key),
+                "nonce": h(nonce),
+            }
+        )
+        ck = next_ck
+
+    # A sender state from recorded values; Ed25519 signatures are deterministic.
+    group_id = seed("groups/group_id", 16)
+    signing_seed = seed("groups/signing_seed")
+    key_id = 0x1234_5678
+    sender = SenderKeyState(key_id, 0, chain_key, p.ed25519_public_key(signing_seed), signing_seed)
+    sender_record_before = SenderKeyRecord([sender.clone()]).encode()
+    distribution = sender.distribution(group_id, 1_795_000_000_000)
+    texts = ["hello group", "second", "third, out of order", ""]
+    messages = [
+        sender.encrypt(group_id, encode_content(Text(text, 1_795_000_000_001 + i)))
+        for i, text in enumerate(texts)
+    ]
+    sender_record_after = SenderKeyRecord([sender]).encode()
+
+    receiver = SenderKeyRecord()
+    receiver.process_distribution(distribution)
+    initial = receiver.encode()
+    steps: list[dict[str, Any]] = []
+
+    def deliver(data: bytes, description: str) -> None:
+        before = receiver.encode()
+        step: dict[str, Any] = {"description": description, "message": h(data)}
+        try:
+            step["plaintext"] = h(receiver.decrypt(data))
+        except ProtocolError as exc:
+            step["error"] = exc.code.slug
+            assert receiver.encode() == before
+        step["record_after"] = h(receiver.encode())
+        steps.append(step)
+
+    def forged(iteration: int, ciphertext: bytes, signer: bytes, kid: int = key_id) -> bytes:
+        unsigned = SenderKeyMessage(group_id, kid, iteration, ciphertext, b"")
+        signature = p.ed25519_sign(signer, unsigned.signed_bytes())
+        return SenderKeyMessage(group_id, kid, iteration, ciphertext, signature).encode()
+
+    deliver(messages[0], "iteration 0, in order")
+    deliver(messages[2], "iteration 2: iteration 1 is skipped and its seed kept")
+    deliver(messages[2], "iteration 2 again")
+    deliver(messages[1], "iteration 1, late: its skipped seed is used and deleted")
+    deliver(messages[1], "iteration 1 again")
+    flipped = bytearray(messages[3])
+    flipped[-1] ^= 0x01
+    deliver(bytes(flipped), "iteration 3 with a bit of the signature flipped")
+    deliver(forged(3, b"\x00" * 20, signing_seed, key_id + 1), "an unknown key_id")
+    deliver(forged(3, b"\x00" * 20, seed("groups/other_signer")), "signed by another key")
+    deliver(
+        forged(3 + MAX_JUMP + 1, b"\x00" * 20, signing_seed),
+        "iteration MAX_JUMP + 1 ahead of the chain, validly signed",
+    )
+    tampered = SenderKeyMessage.decode(messages[3])
+    deliver(
+        forged(3, tampered.ciphertext[:-1] + bytes([tampered.ciphertext[-1] ^ 1]), signing_seed),
+        "iteration 3 with a ciphertext bit flipped, then re-signed",
+    )
+    deliver(messages[3], "iteration 3")
+
+    invalid_messages = {
+        "": "truncated",
+        "23" + "00" * 16: "unsupported_version",
+        "11" + "00" * 16: "unknown_type",
+        "13" + "00" * 15: "truncated",
+        "13" + "00" * 16 + "00" + "00" + "00" * 80: "invalid_value",  # key_id 0
+        "13" + "00" * 16 + "8080808008" + "00" + "00" * 80: "too_large",  # key_id 2**31
+        "13" + "00" * 16 + "01" + "8080808010" + "00" * 80: "too_large",  # iteration 2**32
+        "13" + "00" * 16 + "01" + "00" + "00" * 79: "truncated",  # 79 bytes after the header
+        "13" + "00" * 16 + "01" + "8000" + "00" * 80: "non_minimal_varint",
+    }
+    for encoded, error in invalid_messages.items():
+        try:
+            SenderKeyMessage.decode(bytes.fromhex(encoded))
+        except ProtocolError as exc:
+            assert exc.code.slug == error, (encoded, exc)
+        else:
+            raise AssertionError(encoded)
+
+    state = "01" + "01" + "00" + "00" * 64  # key_id 1, iteration 0, chain and signing key
+    invalid_records = {
+        "": "truncated",
+        "02": "unsupported_version",
+        "0106": "too_large",  # 6 states
+        "0101" + "00": "invalid_value",  # key_id 0
+        "0101" + "01" + "00" + "00" * 64 + "02": "invalid_value",  # has_seed 2
+        "0101"
+        + "01"
+        + "02"
+        + "00" * 64
+        + "00"
+        + "02"
+        + "01"
+        + "00" * 32
+        + "01"
+        + "00" * 32: "invalid_value",  # skipped iterations 1, 1: not increasing
+        "0101"
+        + "01"
+        + "01"
+        + "00" * 64
+        + "00"
+        + "01"
+        + "01"
+        + "00" * 32: "invalid_value",  # skipped iteration 1 not below the state's iteration 1
+        "0102" + state + "00" + state + "00": "invalid_value",  # key_id 1 twice
+        "0101" + state + "00" + "00": "trailing_bytes",
+    }
+    for encoded, error in invalid_records.items():
+        try:
+            SenderKeyRecord.decode(bytes.fromhex(encoded))
+        except ProtocolError as exc:
+            assert exc.code.slug == error, (encoded, exc)
+        else:
+            raise AssertionError(encoded)
+
+    group_ids = [bytes(16), bytes(range(16)), seed("groups/group_id", 16)]
+    return {
+        "description": (
+            "Section 17.1-17.2. 'rosters': entries (in the order given, unsorted) and their "
+            "roster_digest; 'invalid_rosters': entries roster_digest refuses, with the error. "
+            "'group_ids': 16 bytes and their text form; 'invalid_group_ids': texts "
+            "parse_group_id refuses (invalid_value). 'chain': from chain_key, for iterations "
+            "0-3, the chain key ck_i, message_seed_i and the AEAD key and nonce. 'sender': a "
+            "sender state (key_id, chain_key, signing_seed, iteration 0) in group_id, its "
+            "stored record before and after encrypting 'texts' (TEXT content, sent_at_ms "
+            "1795000000001 + i, unpadded) as 'messages', and its SENDER_KEY 'distribution' "
+            "(content, sent_at_ms 1795000000000). 'receiver': the record made from the "
+            "distribution ('initial'), then 'steps' applied in order to it: each message "
+            "gives 'plaintext' (padded content) or 'error', and 'record_after' (the same as "
+            "before on an error). 'invalid_messages' and 'invalid_records': encodings "
+            "SenderKeyMessage.decode and SenderKeyRecord.decode refuse, with the error."
+        ),
+        "rosters": [{"entries": roster(e), "digest": h(roster_digest(e))} for e in rosters],
+        "invalid_rosters": [
+            {"entries": roster(entries), "error": code.slug} for entries, code in invalid_rosters
+        ],
+        "group_ids": [{"bytes": h(g), "text": group_id_hex(g)} for g in group_ids],
+        "invalid_group_ids": [
+            "000102030405060708090A0B0C0D0E0F",
+            "000102030405060708090a0b0c0d0e",
+            "000102030405060708090a0b0c0d0e0f00",
+            "000102030405060708090a0b0c0d0e0g",
+            " 000102030405060708090a0b0c0d0e0f",
+            "",
+        ],
+        "chain_key": h(chain_key),
+        "chain": chain,
+        "sender": {
+            "group_id": h(group_id),
+            "key_id": key_id,
+            "chain_key": h(chain_key),
+            "signing_seed": h(signing_seed),
+            "signing_public": h(p.ed25519_public_key(signing_seed)),
+            "record_before": h(sender_record_before),
+            "texts": texts,
+            "messages": [h(m) for m in messages],
+            "record_after": h(sender_record_after),
+            "distribution": h(encode_content(distribution)),
+        },
+        "receiver": {"initial": h(initial), "steps": steps},
+        "invalid_messages": [{"encoded": k, "error": v} for k, v in invalid_messages.items()],
+        "invalid_records": [{"encoded": k, "error": v} for k, v in invalid_records.items()],
+    }
+
+
+# Plaintext of an attachments.json file of n bytes: byte j is j mod 251 (a prime, so chunk
+# boundaries never line up with the pattern).
+ATTACHMENT_RULE = "byte j of a file of n bytes is j mod 251"
+ATTACHMENT_SIZES = [0, 1, 65535, 65536, 65537, 200000]
+
+
+def attachment_plaintext(size: int) -> bytes:
+    return bytes(j % 251 for j in range(size))
+
+
+def attachments_vectors() -> dict[str, Any]:
+    key = seed("attachments/key")
+    files = []
+    for size in ATTACHMENT_SIZES:
+        blob, _, digest = encrypt_attachment(attachment_plaintext(size), key)
+        assert len(blob) == blob_size(size)
+        case: dict[str, Any] = {
+            "size": size,
+            "chunks": chunk_count(size),
+            "blob_size": len(blob),
+            "digest": h(digest),
+            "blob_head": h(blob[:48]),
+            "blob_tail": h(blob[-48:]),
+        }
+        if size <= 1:
+            case["blob"] = h(blob)
+        files.append(case)
+    small, _, small_digest = encrypt_attachment(b"\x00", key)
+    flipped = bytes([small[0] ^ 1]) + small[1:]
+    # Each refused, with decrypt_failed: (description, blob, size, digest).
+    refused = [
+        ("digest of another blob", small, 1, p.sha256(b"x")),
+        ("a bit flipped, digest of the flipped blob", flipped, 1, p.sha256(flipped)),
+        ("one byte cut, digest of the cut blob", small[:-1], 1, p.sha256(small[:-1])),
+        (
+            "one byte added, digest of the longer blob",
+            small + b"\x00",
+            1,
+            p.sha256(small + b"\x00"),
+        ),
+        ("the size of an empty file", small, 0, small_digest),
+    ]
+    return {
+        "description": (
+            "Section 17.5. Every file is encrypted under 'key'; its plaintext is given by "
+            "'rule'. Per file: size, chunk count, blob size (size + 16 n), the blob's SHA-256 "
+            "('digest'), its first and last 48 bytes, and the whole blob for files of at most "
+            "1 byte. 'nonces': chunk nonces by index and final flag. 'refused': blobs that "
+            "decrypt_attachment refuses with decrypt_failed, with the size and digest given."
+        ),
+        "chunk_bytes": CHUNK_BYTES,
+        "key": h(key),
+        "rule": ATTACHMENT_RULE,
+        "files": files,
+        "nonces": [
+            {"index": i, "final": final, "nonce": h(chunk_nonce(i, final))}
+            for i, final in [(0, False), (0, True), (1, False), (258, True), (2**64 - 1, True)]
+        ],
+        "refused": [
+            {"description": d, "blob": h(b), "size": n, "digest": h(g), "error": "decrypt_failed"}
+            for d, b, n, g in refused
+        ],
     }
 
 
@@ -1098,6 +1684,8 @@ def build() -> dict[str, dict[str, Any]]:
         "provisioning.json": provisioning_vectors(),
         "session.json": session_vectors(),
         "frames.json": frame_vectors(),
+        "groups.json": groups_vectors(),
+        "attachments.json": attachments_vectors(),
         "safety_number.json": safety_vectors(),
         "error_codes.json": error_code_vectors(),
     }
