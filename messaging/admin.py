@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models.functions import Length
+from django.db.models.functions import Coalesce, Length
 from django.http import HttpRequest
 
 from messaging.models import Envelope
@@ -28,7 +28,13 @@ class EnvelopeAdmin(admin.ModelAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> Any:
-        return super().get_queryset(request).defer("payload").annotate(size=Length("payload"))
+        # A group envelope's ciphertext is the one shared copy (messaging.models).
+        return (
+            super()
+            .get_queryset(request)
+            .defer("payload")
+            .annotate(size=Coalesce(Length("payload"), Length("shared__payload")))
+        )
 
     @admin.display(description="size (bytes)", ordering="size")
     def size_bytes(self, envelope: Envelope) -> int:

@@ -7,11 +7,24 @@ the caller through ``transaction.on_commit``, so no device hears of an envelope 
 rollback took back. Channel-layer delivery is at most once; the rows are the truth, and a
 reconnect redelivers every unacknowledged one.
 
+Group sends (GROUP_SEND, ``enqueue_group_send``) store their one payload once, as a
+SharedPayload, and one envelope per roster device pointing at it, all in one transaction
+whose cost does not grow in queries with the roster: one UPDATE ... RETURNING takes every
+device's seq and one INSERT writes every envelope. Delivery reads the payload through.
+
+Disappearing messages (EXPIRES): an envelope's ``expires_at`` is the acceptance time plus
+``ttl_seconds``, never later than the retention maximum; nothing past ``expires_at`` is
+delivered (from the queue or live), and the purge deletes it within one interval.
+
 What this module deletes, and what it never deletes:
 
 * ``acknowledge`` deletes only rows of the acknowledging device, and only the seqs named.
 * ``purge_expired`` deletes only rows whose ``expires_at`` has passed, in bounded batches,
   each its own transaction, so a large purge never holds the write lock for long.
+* A SharedPayload is deleted only when no envelope points at it any more: by the
+  acknowledgement or purge batch that deleted its last envelope, or, for the ones whose
+  envelopes went with their device (revoked, idle) or a concurrent acknowledgement, by
+  the purge's sweep. The database's foreign key refuses any other delete.
 * Nothing here deletes an unexpired, unacknowledged envelope, a device or an account:
   an accepted message is kept until its device acknowledges it or its retention ends.
 
@@ -21,20 +34,21 @@ never logged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, F
+from django.db import connection, transaction
+from django.db.models import Count, Exists, F, OuterRef
 from django.utils import timezone
 
+from groups import services as groups_services
 from keys.devicelists import listed_device_ids
 from keys.models import Account, Device
 from keys.services import prekey_counts
-from messaging.models import Envelope
+from messaging.models import Envelope, SharedPayload
 from project.errors import ServiceError
 from protocol.errors import ErrorCode
 from protocol.frames import DeviceMessage
@@ -57,6 +71,9 @@ class SendAccepted:
     sender: str  # the sender's username
     sender_device: int  # the sending device's device_id (the client's number, not its pk)
     deliveries: tuple[Delivery, ...]
+    # When a disappearing (EXPIRES) send stops being deliverable; None for others. Live
+    # delivery checks it as the queue read checks ``expires_at``.
+    expires_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +102,22 @@ class _Target:
     device_pk: int
     device_id: int
     payload: bytes
+    username: str  # the device's account's, for error messages
 
 
 def _limit(name: str) -> int:
     return int(settings.SEALPOST[name])
+
+
+def _expiry(now: datetime, ttl_seconds: int | None) -> datetime:
+    """The retention maximum, or ``ttl_seconds`` after ``now`` if that is sooner."""
+    retention = _limit("ENVELOPE_TTL_SECONDS")
+    seconds = retention if ttl_seconds is None else min(ttl_seconds, retention)
+    return now + timedelta(seconds=seconds)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 # --- sending ------------------------------------------------------------------------------
@@ -100,6 +129,7 @@ def enqueue_send(
     messages: tuple[DeviceMessage, ...],
     ephemeral: bool,
     *,
+    ttl_seconds: int | None = None,
     on_commit: Callable[[SendAccepted], object] | None = None,
 ) -> SendResult:
     """Queue one ciphertext per recipient device, all or nothing.
@@ -108,6 +138,7 @@ def enqueue_send(
     addressed devices must be exactly the recipient's devices that its stored signed
     device list names (else ``SendMismatch``, nothing stored). ``ephemeral``
     sends store nothing and skip the queue limit; their deliveries carry seq 0.
+    ``ttl_seconds`` (EXPIRES) bounds how long the envelopes are kept and delivered.
 
     ``on_commit`` receives the accepted result once it is committed (at once for an
     ephemeral send): the caller fans out from there, never before.
@@ -130,14 +161,21 @@ def enqueue_send(
         result = _resolve(sender_device, recipient_username, messages)
         if isinstance(result, SendMismatch):
             return result
-        seqs = _allocate_seqs(result)
-        if isinstance(seqs, SendMismatch):
+        seqs = _allocate_seqs([t.device_pk for t in result])
+        gone = tuple(sorted(t.device_id for t in result if t.device_pk not in seqs))
+        if gone:
+            # Revoked between the device-list check and the lock.
             transaction.set_rollback(True)
-            return seqs
-        _check_queue_space(recipient_username, result)
+            return SendMismatch(missing=(), extra=gone, stale=())
+        _check_queue_space(result)
         now = timezone.now()
-        accepted = _accepted(sender_device, now, ((t, seqs[t.device_pk]) for t in result))
-        expires_at = now + timedelta(seconds=_limit("ENVELOPE_TTL_SECONDS"))
+        expires_at = _expiry(now, ttl_seconds)
+        accepted = _accepted(
+            sender_device,
+            now,
+            ((t, seqs[t.device_pk]) for t in result),
+            _ms(expires_at) if ttl_seconds is not None else None,
+        )
         Envelope.objects.bulk_create(
             [
                 Envelope(
@@ -168,10 +206,7 @@ def _check_distinct(messages: tuple[DeviceMessage, ...]) -> None:
         seen.add(message.device_id)
 
 
-def _resolve(
-    sender_device: Device, recipient_username: str, messages: tuple[DeviceMessage, ...]
-) -> list[_Target] | SendMismatch:
-    """Check the addressed devices against the recipient's; the targets, or the mismatch."""
+def _check_sender(sender_device: Device) -> None:
     # A revoked device's connection may outlive the (at-most-once) revocation event: every
     # send re-checks that the device and its token still exist.
     if not Device.objects.filter(
@@ -180,6 +215,13 @@ def _resolve(
         account__user__is_active=True,
     ).exists():
         raise ServiceError(ErrorCode.UNAUTHORIZED, "this device has been revoked")
+
+
+def _resolve(
+    sender_device: Device, recipient_username: str, messages: tuple[DeviceMessage, ...]
+) -> list[_Target] | SendMismatch:
+    """Check the addressed devices against the recipient's; the targets, or the mismatch."""
+    _check_sender(sender_device)
     account = (
         Account.objects.filter(user__username=recipient_username).only("pk", "device_list").first()
     )
@@ -218,30 +260,57 @@ def _resolve(
     if missing or extra or stale:
         return SendMismatch(missing, extra, stale)
     return [
-        _Target(expected[message.device_id][0], message.device_id, message.payload)
+        _Target(
+            expected[message.device_id][0], message.device_id, message.payload, recipient_username
+        )
         for message in messages
     ]
 
 
-def _allocate_seqs(targets: list[_Target]) -> dict[int, int] | SendMismatch:
-    """Take the next seq of every target device, {device_pk: seq}.
+def _allocate_seqs(device_pks: Sequence[int]) -> dict[int, int]:
+    """Take the next seq of every device, {device_pk: seq}, in one UPDATE; a device that
+    no longer exists (revoked since it was looked up) is missing from the result, and the
+    caller must then roll back.
 
-    Each UPDATE locks its device row until the transaction ends (on PostgreSQL; SQLite's
-    IMMEDIATE transactions hold the whole write lock), so concurrent sends to one device
-    get distinct seqs, commit in seq order, and the value read back is our own. Rows are
-    locked in primary-key order so two sends to overlapping devices cannot deadlock.
+    The UPDATE locks the device rows until the transaction ends (SQLite's IMMEDIATE
+    transactions hold the whole write lock), so concurrent sends to one device get
+    distinct seqs, commit in seq order, and the value read back is our own. On PostgreSQL
+    the rows are first locked in primary-key order (SELECT ... ORDER BY pk FOR UPDATE
+    locks rows as the sorted scan returns them), so two sends to overlapping devices
+    cannot deadlock, whatever order the UPDATE's scan visits them in.
     """
-    for target in sorted(targets, key=lambda t: t.device_pk):
-        if not Device.objects.filter(pk=target.device_pk).update(next_seq=F("next_seq") + 1):
-            # Revoked between the device-list check and the lock.
-            return SendMismatch(missing=(), extra=(target.device_id,), stale=())
-    next_seqs = Device.objects.filter(pk__in=[t.device_pk for t in targets]).values_list(
-        "pk", "next_seq"
-    )
-    return {pk: next_seq - 1 for pk, next_seq in next_seqs}
+    pks = sorted(set(device_pks))
+    if not pks:
+        return {}
+    if connection.features.has_select_for_update and len(pks) > 1:
+        list(
+            Device.objects.select_for_update()
+            .filter(pk__in=pks)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+    if connection.features.can_return_rows_from_update:
+        # PostgreSQL and SQLite >= 3.35: the new values come back from the UPDATE itself.
+        quote = connection.ops.quote_name
+        table = quote(Device._meta.db_table)
+        pk_column = quote(Device._meta.pk.column)
+        seq_column = quote(Device._meta.get_field("next_seq").column)
+        placeholders = ", ".join(["%s"] * len(pks))
+        # Only quoted identifiers and placeholders are formatted in; the values are bound.
+        sql = (
+            f"UPDATE {table} SET {seq_column} = {seq_column} + 1 "  # noqa: S608
+            f"WHERE {pk_column} IN ({placeholders}) RETURNING {pk_column}, {seq_column}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, pks)
+            rows = cursor.fetchall()
+    else:
+        Device.objects.filter(pk__in=pks).update(next_seq=F("next_seq") + 1)
+        rows = list(Device.objects.filter(pk__in=pks).values_list("pk", "next_seq"))
+    return {int(pk): int(next_seq) - 1 for pk, next_seq in rows}
 
 
-def _check_queue_space(recipient_username: str, targets: list[_Target]) -> None:
+def _check_queue_space(targets: Sequence[_Target]) -> None:
     # Counted after the device rows are locked, so a concurrent send to the same device
     # has either committed (and is counted) or waits for us.
     limit = _limit("MAX_QUEUE_PER_DEVICE")
@@ -256,20 +325,120 @@ def _check_queue_space(recipient_username: str, targets: list[_Target]) -> None:
         if queued >= limit:
             raise ServiceError(
                 ErrorCode.QUEUE_FULL,
-                f"device {target.device_id} of {recipient_username!r} already holds "
+                f"device {target.device_id} of {target.username!r} already holds "
                 f"{queued} undelivered envelopes (the limit is {limit}); nothing was stored",
             )
 
 
 def _accepted(
-    sender_device: Device, now: datetime, targets: Iterable[tuple[_Target, int]]
+    sender_device: Device,
+    now: datetime,
+    targets: Iterable[tuple[_Target, int]],
+    expires_at_ms: int | None = None,
 ) -> SendAccepted:
     return SendAccepted(
-        server_time_ms=int(now.timestamp() * 1000),
+        server_time_ms=_ms(now),
         sender=sender_device.account.username,
         sender_device=sender_device.device_id,
         deliveries=tuple(Delivery(t.device_pk, seq, t.payload) for t, seq in targets),
+        expires_at_ms=expires_at_ms,
     )
+
+
+# --- group sending ------------------------------------------------------------------------
+
+
+def _group_targets(
+    sender_device: Device, group_pk: int, digest: bytes, payload: bytes
+) -> list[_Target]:
+    """The roster's devices but the sending one, if ``digest`` is the roster's digest now
+    (it covers every device, the sender's own included: docs/protocol.md §17.1)."""
+    roster = groups_services.roster(group_pk)
+    if roster.digest != digest:
+        raise ServiceError(
+            ErrorCode.STALE_ROSTER,
+            f"roster digest {digest.hex()} is not the group's ({roster.digest.hex()}): fetch "
+            "the roster, reconcile sender keys and send again; nothing was stored",
+        )
+    return [
+        _Target(d.device_pk, d.device_id, payload, d.username)
+        for d in roster.devices
+        if d.device_pk != sender_device.pk
+    ]
+
+
+def enqueue_group_send(
+    sender_device: Device,
+    group_id: bytes,
+    roster_digest: bytes,
+    payload: bytes,
+    ephemeral: bool,
+    *,
+    ttl_seconds: int | None = None,
+    on_commit: Callable[[SendAccepted], object] | None = None,
+) -> SendAccepted:
+    """Queue one group message for every roster device but the sending one, all or
+    nothing, storing ``payload`` once (docs/protocol.md §17.3, GROUP_SEND).
+
+    The group row is locked first, as membership changes lock it (groups.services), so
+    the roster checked against ``roster_digest`` is the one the envelopes go to. An
+    ``ephemeral`` send stores nothing (its deliveries carry seq 0); ``ttl_seconds`` as
+    for ``enqueue_send``; ``on_commit`` as there.
+
+    Raises ServiceError: UNAUTHORIZED (the sending device was revoked), UNKNOWN_GROUP,
+    NOT_A_MEMBER, STALE_ROSTER (also when a roster device is revoked while the send is
+    being stored), QUEUE_FULL.
+    """
+    account_pk = sender_device.account_id
+    if ephemeral:
+        _check_sender(sender_device)
+        group_pk = groups_services.sender_group(account_pk, group_id, lock=False)
+        targets = _group_targets(sender_device, group_pk, roster_digest, payload)
+        accepted = _accepted(sender_device, timezone.now(), ((t, 0) for t in targets))
+        if on_commit is not None:
+            transaction.on_commit(partial(on_commit, accepted))
+        return accepted
+
+    with transaction.atomic():
+        _check_sender(sender_device)
+        group_pk = groups_services.sender_group(account_pk, group_id, lock=True)
+        targets = _group_targets(sender_device, group_pk, roster_digest, payload)
+        seqs = _allocate_seqs([t.device_pk for t in targets])
+        if len(seqs) != len(targets):
+            raise ServiceError(
+                ErrorCode.STALE_ROSTER,
+                "a device of the roster was revoked while the send was stored; fetch the "
+                "roster and send again; nothing was stored",
+            )
+        if targets:
+            _check_queue_space(targets)
+        now = timezone.now()
+        expires_at = _expiry(now, ttl_seconds)
+        accepted = _accepted(
+            sender_device,
+            now,
+            ((t, seqs[t.device_pk]) for t in targets),
+            _ms(expires_at) if ttl_seconds is not None else None,
+        )
+        if targets:
+            shared = SharedPayload.objects.create(payload=payload)
+            Envelope.objects.bulk_create(
+                [
+                    Envelope(
+                        device_id=delivery.device_pk,
+                        seq=delivery.seq,
+                        sender_id=account_pk,
+                        sender_device_id=sender_device.device_id,
+                        server_time_ms=accepted.server_time_ms,
+                        shared=shared,
+                        expires_at=expires_at,
+                    )
+                    for delivery in accepted.deliveries
+                ]
+            )
+        if on_commit is not None:
+            transaction.on_commit(partial(on_commit, accepted))
+    return accepted
 
 
 # --- delivering ---------------------------------------------------------------------------
@@ -281,12 +450,19 @@ def pending_envelopes(device: Device, after_seq: int, limit: int) -> list[Queued
         Envelope.objects.filter(device=device, seq__gt=after_seq, expires_at__gt=timezone.now())
         .order_by("seq")
         .values_list(
-            "seq", "sender__user__username", "sender_device_id", "server_time_ms", "payload"
+            "seq",
+            "sender__user__username",
+            "sender_device_id",
+            "server_time_ms",
+            "payload",
+            "shared__payload",  # a LEFT JOIN: group envelopes read the one stored copy
         )[:limit]
     )
     return [
-        QueuedEnvelope(seq, sender, sender_device, server_time_ms, bytes(payload))
-        for seq, sender, sender_device, server_time_ms, payload in rows
+        QueuedEnvelope(
+            seq, sender, sender_device, server_time_ms, bytes(own if own is not None else shared)
+        )
+        for seq, sender, sender_device, server_time_ms, own, shared in rows
     ]
 
 
@@ -300,15 +476,26 @@ def acknowledge(device: Device, seqs: Iterable[int]) -> tuple[int, list[int]]:
     with transaction.atomic():
         # The row locks (PostgreSQL) make two connections acking the same seq agree on
         # which of them deleted it.
-        held = set(
+        held = dict(
             Envelope.objects.select_for_update()
             .filter(device=device, seq__in=wanted)
-            .values_list("seq", flat=True)
+            .values_list("seq", "shared_id")
         )
         deleted = 0
         if held:
             deleted, _ = Envelope.objects.filter(device=device, seq__in=held).delete()
-    return deleted, sorted(wanted - held)
+            _delete_unreferenced({pk for pk in held.values() if pk is not None})
+    return deleted, sorted(wanted - held.keys())
+
+
+def _delete_unreferenced(shared_pks: set[int]) -> None:
+    """Delete those of these shared payloads that no envelope points at any more: one
+    statement. (Two devices acknowledging the last two envelopes of one payload at once
+    on PostgreSQL may each still see the other's row; the purge's sweep then deletes it.)"""
+    if shared_pks:
+        SharedPayload.objects.filter(pk__in=shared_pks).exclude(
+            Exists(Envelope.objects.filter(shared_id=OuterRef("pk")))
+        ).delete()
 
 
 def prekeys_low(device: Device) -> int | None:
@@ -326,7 +513,10 @@ def prekeys_low(device: Device) -> int | None:
 def purge_expired(now: datetime | None = None, batch: int = 1000) -> int:
     """Delete envelopes whose ``expires_at`` is at or before ``now``; the number deleted.
 
-    Works in batches of at most ``batch`` rows, each its own transaction.
+    Works in batches of at most ``batch`` rows, each its own transaction; each batch also
+    deletes the shared payloads whose last envelope it deleted. Then sweeps the shared
+    payloads no envelope points at (their envelopes went with their device), also in
+    batches; those are not counted.
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
@@ -334,12 +524,38 @@ def purge_expired(now: datetime | None = None, batch: int = 1000) -> int:
     total = 0
     while True:
         with transaction.atomic():
-            ids = list(
+            rows = list(
                 Envelope.objects.filter(expires_at__lte=cutoff)
+                .order_by("pk")
+                .values_list("pk", "shared_id")[:batch]
+            )
+            if not rows:
+                break
+            deleted, _ = Envelope.objects.filter(
+                pk__in=[pk for pk, _ in rows], expires_at__lte=cutoff
+            ).delete()
+            _delete_unreferenced({shared for _, shared in rows if shared is not None})
+        total += deleted
+    _sweep_shared_payloads(batch)
+    return total
+
+
+def _sweep_shared_payloads(batch: int) -> int:
+    """Delete shared payloads that no envelope points at; the number deleted."""
+    swept = 0
+    while True:
+        with transaction.atomic():
+            pks = list(
+                SharedPayload.objects.exclude(
+                    Exists(Envelope.objects.filter(shared_id=OuterRef("pk")))
+                )
                 .order_by("pk")
                 .values_list("pk", flat=True)[:batch]
             )
-            if not ids:
-                return total
-            deleted, _ = Envelope.objects.filter(pk__in=ids, expires_at__lte=cutoff).delete()
-        total += deleted
+            if not pks:
+                return swept
+            swept += (
+                SharedPayload.objects.filter(pk__in=pks)
+                .exclude(Exists(Envelope.objects.filter(shared_id=OuterRef("pk"))))
+                .delete()[0]
+            )
