@@ -1,0 +1,1 @@
+"""The REST API of the attachments app: create, upload, resume and download (docs/api.md)."""
