@@ -2,6 +2,7 @@
 // deterministic TestStream of scripts/make_vectors.py, the vector parties, a seeded PRNG.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,14 +42,33 @@ export const utf8 = utf8Encode;
 export function parseJson(text) {
   const MARK = '__exact_integer__:';
   const quoted = text.replace(/([:[,]\s*)(\d{16,})(?=\s*[,\]}])/g, `$1"${MARK}$2"`);
+  // Above 2**63 - 1 (a u64 such as a chunk index of attachments.json) a bigint stays one.
+  const exact = (/** @type {bigint} */ big) => (big > (1n << 63n) - 1n ? big : toUint64(big));
   return JSON.parse(quoted, (_key, value) =>
-    typeof value === 'string' && value.startsWith(MARK) ? toUint64(BigInt(value.slice(MARK.length))) : value,
+    typeof value === 'string' && value.startsWith(MARK) ? exact(BigInt(value.slice(MARK.length))) : value,
   );
 }
 
 /** @param {string} name a file of protocol/vectors/ */
 export function loadVector(name) {
   return parseJson(readFileSync(join(VECTORS, name), 'utf8'));
+}
+
+/**
+ * Run a Python snippet in the repository (.venv/bin/python, the protocol package importable)
+ * with `input` as JSON on stdin; its stdout is parsed as JSON (bigints travel as strings).
+ * @param {string} code
+ * @param {unknown} input
+ */
+export function python(code, input) {
+  const run = spawnSync(join(ROOT, '.venv', 'bin', 'python'), ['-c', code], {
+    cwd: ROOT,
+    input: JSON.stringify(input, (_k, v) => (typeof v === 'bigint' ? `${v}` : v)),
+    encoding: 'utf8',
+    maxBuffer: 1 << 28,
+  });
+  assert.equal(run.status, 0, run.stderr || run.error?.message);
+  return parseJson(run.stdout);
 }
 
 /** @param {string} stem a Wycheproof file stem, e.g. "x25519" */

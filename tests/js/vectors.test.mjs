@@ -9,26 +9,38 @@ import { describe, test } from 'node:test';
 
 import {
   AccountIdentity,
+  Attachment,
+  DeviceMessage,
   DeviceCertificate,
   DeviceKeys,
   ErrorCode,
   ErrorFrame,
+  Expiring,
   FrameStream,
+  GroupSend,
+  GroupUpdate,
   HistoryChunk,
   HistoryRecord,
   KemPreKey,
   LinkCode,
+  MAX_TTL_SECONDS,
   OneTimePreKey,
   PreKeyBundle,
   PreKeyMessage,
   ProvisionMessage,
   RatchetMessage,
   Reader,
+  Send,
+  SendFlags,
+  SenderKeyDistribution,
+  SentContent,
   SentTranscript,
   SessionRecord,
   SignedDeviceList,
   SignedPreKey,
   Text,
+  TimerUpdate,
+  Typing,
   certificateDigest,
   checkDevices,
   concatBytes,
@@ -63,12 +75,16 @@ import {
   utf8,
 } from './helpers.mjs';
 
+// groups.json and attachments.json are replayed in groups.test.mjs, senderkeys.test.mjs and
+// attachments.test.mjs.
 const KNOWN_FILES = [
+  'attachments.json',
   'content.json',
   'devicelist.json',
   'encoding.json',
   'error_codes.json',
   'frames.json',
+  'groups.json',
   'kdf.json',
   'keys.json',
   'provisioning.json',
@@ -78,7 +94,7 @@ const KNOWN_FILES = [
 
 test('every vector file has a replay here', () => {
   const files = readdirSync(VECTORS).filter((name) => name.endsWith('.json')).sort();
-  assert.deepEqual(files, KNOWN_FILES, 'a new vector file needs a JS replay in this file');
+  assert.deepEqual(files, KNOWN_FILES, 'a new vector file needs a JS replay here (or in its own test file)');
 });
 
 test('error_codes.json: the JS ErrorCode table equals the Python enum, in order', () => {
@@ -261,11 +277,73 @@ describe('content.json: SENT, HISTORY and refused contents', () => {
     assert.equal(hex(encodeContent(new HistoryChunk(transferId, 0, 1, [], h.sent_at_ms))), h.empty.encoded);
   });
 
+  test('content types 5-11: each is built from its fields, encodes byte for byte and decodes back', () => {
+    /** @type {Map<string, number>} */
+    const seen = new Map();
+    for (const c of doc.contents) {
+      const content = contentFromFields(c.type, c.fields);
+      assert.equal(hex(encodeContent(content, c.hide_length)), c.encoded, c.type);
+      assert.deepEqual(decodeContent(unhex(c.encoded)), content, c.type);
+      seen.set(c.type, (seen.get(c.type) ?? 0) + 1);
+    }
+    assert.deepEqual(
+      [...seen.keys()].sort(),
+      ['Attachment', 'Expiring', 'GroupUpdate', 'SenderKeyDistribution', 'SentContent', 'TimerUpdate', 'Typing'],
+    );
+  });
+
   test('refused contents fail with the recorded error', () => {
-    assert.ok(doc.invalid.length >= 10);
-    for (const c of doc.invalid) throwsSlug(() => decodeContent(unhex(c.encoded)), c.error);
+    assert.ok(doc.invalid.length >= 40);
+    for (const c of doc.invalid) {
+      const error = throwsSlug(() => decodeContent(unhex(c.encoded)), c.error);
+      assert.ok(error, c.description);
+    }
   });
 });
+
+/**
+ * A content object from a content.json entry: Python's class name and its fields (bytes as
+ * hex, an inner content as {type, fields}).
+ * @param {string} type
+ * @param {Record<string, any>} f
+ * @returns {any}
+ */
+function contentFromFields(type, f) {
+  switch (type) {
+    case 'Text':
+      return new Text(f.body, f.sent_at_ms);
+    case 'Typing':
+      return new Typing(f.action, f.sent_at_ms);
+    case 'SenderKeyDistribution':
+      return new SenderKeyDistribution(unhex(f.group_id), f.key_id, f.iteration, unhex(f.chain_key), unhex(f.signing_key), f.sent_at_ms);
+    case 'Attachment':
+      return new Attachment({
+        blobId: unhex(f.blob_id),
+        key: unhex(f.key),
+        size: f.size,
+        digest: unhex(f.digest),
+        flags: f.flags,
+        contentType: f.content_type,
+        fileName: f.file_name,
+        durationMs: f.duration_ms,
+        width: f.width,
+        height: f.height,
+        thumbnail: unhex(f.thumbnail),
+        caption: f.caption,
+        sentAtMs: f.sent_at_ms,
+      });
+    case 'GroupUpdate':
+      return new GroupUpdate(unhex(f.group_id), f.action, f.name, f.timer_seconds, f.targets, f.sent_at_ms);
+    case 'TimerUpdate':
+      return new TimerUpdate(f.timer_seconds, f.sent_at_ms);
+    case 'Expiring':
+      return new Expiring(f.timer_seconds, contentFromFields(f.inner.type, f.inner.fields), f.sent_at_ms);
+    case 'SentContent':
+      return new SentContent(f.destination, contentFromFields(f.inner.type, f.inner.fields), f.sent_at_ms);
+    default:
+      throw new Error(`content.json names an unknown content class ${type}`);
+  }
+}
 
 describe('devicelist.json', () => {
   const doc = loadVector('devicelist.json');
@@ -644,11 +722,15 @@ describe('frames.json', () => {
     value instanceof Uint8Array ? hex(value) : Array.isArray(value) ? [...value] : value;
 
   test('valid frames decode to the recorded fields and re-encode to the same bytes', () => {
-    assert.equal(doc.valid.length, 11);
+    assert.equal(doc.valid.length, 14);
     for (const c of doc.valid) {
       const frame = decodeFrame(unhex(c.encoded));
       assert.equal(frameTypeName(frame.type), c.type);
       assert.equal(hex(encodeFrame(frame)), c.encoded);
+      if ('ttlSeconds' in frame && !('ttl_seconds' in c.fields)) {
+        // an absent ttl_seconds (no EXPIRES flag) is left out of the vector
+        assert.equal(frame.ttlSeconds, null, `${c.type} without EXPIRES has no ttl`);
+      }
       for (const [field, value] of Object.entries(c.fields)) {
         if (field === 'messages') {
           const messages = /** @type {import('../../static/js/protocol/index.js').Send} */ (frame).messages;
@@ -671,6 +753,25 @@ describe('frames.json', () => {
     const unknown = decodeFrame(encodeFrame(new ErrorFrame({ requestId: 1, code: 4242, message: 'newer peer' })));
     assert.equal(/** @type {ErrorFrame} */ (unknown).code, 4242);
     assert.equal(/** @type {ErrorFrame} */ (unknown).errorCode, null);
+  });
+
+  test('EXPIRES and GROUP_SEND: the encoder refuses what the decoder would', () => {
+    const message = new DeviceMessage(1, 2222, Uint8Array.of(0x11, 1));
+    const group = new Uint8Array(16);
+    const digest = new Uint8Array(16).fill(0xa0);
+    const payload = Uint8Array.of(0x13, 1);
+    for (const [flags, ttlSeconds] of [[SendFlags.EXPIRES, null], [SendFlags.NONE, 60], [SendFlags.EPHEMERAL, 60]]) {
+      throwsSlug(() => encodeFrame(new Send({ requestId: 1, recipient: 'bob', messages: [message], flags, ttlSeconds })), 'invalid_value');
+      throwsSlug(() => encodeFrame(new GroupSend({ requestId: 1, groupId: group, rosterDigest: digest, payload, flags, ttlSeconds })), 'invalid_value');
+    }
+    throwsSlug(() => encodeFrame(new Send({ requestId: 1, recipient: 'bob', messages: [message], flags: SendFlags.EXPIRES, ttlSeconds: 0 })), 'invalid_value');
+    throwsSlug(() => encodeFrame(new Send({ requestId: 1, recipient: 'bob', messages: [message], flags: SendFlags.EXPIRES, ttlSeconds: MAX_TTL_SECONDS + 1 })), 'too_large');
+    throwsSlug(() => encodeFrame(new GroupSend({ requestId: 0, groupId: group, rosterDigest: digest, payload })), 'invalid_value');
+    throwsSlug(() => encodeFrame(new GroupSend({ requestId: 1, groupId: new Uint8Array(15), rosterDigest: digest, payload })), 'invalid_value');
+    throwsSlug(() => encodeFrame(new GroupSend({ requestId: 1, groupId: group, rosterDigest: digest, payload: new Uint8Array(0) })), 'invalid_value');
+    throwsSlug(() => encodeFrame(new GroupSend({ requestId: 1, groupId: group, rosterDigest: digest, payload: new Uint8Array(98_305) })), 'ciphertext_too_large');
+    const longest = new GroupSend({ requestId: 1, groupId: group, rosterDigest: digest, payload, flags: SendFlags.EXPIRES, ttlSeconds: MAX_TTL_SECONDS });
+    assert.deepEqual(decodeFrame(encodeFrame(longest)), longest);
   });
 
   test('invalid frames are rejected with the recorded error', () => {

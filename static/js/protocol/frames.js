@@ -9,7 +9,8 @@
  * DEVICE_MISMATCH, ERROR, PONG) and uses 0 for what it pushes unasked (DELIVER,
  * QUEUE_EMPTY, NOTICE). Bodies, by type:
  *
- *     SEND            c→s  recipient str | flags u8 | count varint |
+ *     SEND            c→s  recipient str | flags u8 | [ttl_seconds varint if EXPIRES] |
+ *                          count varint |
  *                          count × (device_id varint | registration_id varint | payload bytes)
  *     SEND_OK         s→c  server_time_ms varint
  *     DEVICE_MISMATCH s→c  missing list | extra list | stale list   (list = count varint | ids)
@@ -20,6 +21,14 @@
  *     ERROR           s→c  code varint | message str
  *     NOTICE          s→c  kind varint | value varint
  *     PING / PONG     both (empty)
+ *     GROUP_SEND      c→s  group_id[16] | flags u8 | [ttl_seconds varint if EXPIRES] |
+ *                          roster_digest[16] | payload bytes   (docs/protocol.md, 17.3)
+ *
+ * GROUP_SEND carries one SenderKeyMessage for every device of the group's roster but the
+ * sending one; the relay refuses it with STALE_ROSTER when `roster_digest` (groups.js) is
+ * not that of the group's devices now. The flag EXPIRES (SEND and GROUP_SEND) makes the
+ * relay keep the envelopes at most `ttl_seconds` (1 .. MAX_TTL_SECONDS) after accepting
+ * them.
  *
  * `decodeFrame` returns a frame or throws `ProtocolError`, never anything else.
  * `FrameStream` does the same for byte streams, where each frame is preceded by its length.
@@ -29,6 +38,7 @@
 
 import { Reader, Writer, encodeVarint, concatBytes } from './encoding.js';
 import { ErrorCode, ProtocolError, errorSlug } from './errors.js';
+import { GROUP_ID_BYTES, ROSTER_DIGEST_BYTES } from './groups.js';
 import { checkUsername } from './identifiers.js';
 import { MAX_REGISTRATION_ID, checkDeviceId } from './keys.js';
 import {
@@ -55,6 +65,7 @@ export const FrameType = Object.freeze({
   NOTICE: 8,
   PING: 9,
   PONG: 10,
+  GROUP_SEND: 11,
 });
 
 /** @type {ReadonlyMap<number, string>} */
@@ -69,7 +80,14 @@ export const SendFlags = Object.freeze({
   NONE: 0,
   // Deliver only to devices connected now; never stored (typing indicators).
   EPHEMERAL: 1,
+  // ttl_seconds follows the flags byte; the relay keeps the envelopes at most that long.
+  EXPIRES: 2,
 });
+
+const KNOWN_SEND_FLAGS = SendFlags.EPHEMERAL | SendFlags.EXPIRES;
+
+// A year: the longest disappearing-message timer, and the longest EXPIRES ttl.
+export const MAX_TTL_SECONDS = 31_536_000;
 
 export const NoticeKind = Object.freeze({
   PREKEYS_LOW: 1, // value: one-time prekeys left on the server for this device
@@ -91,14 +109,16 @@ export class DeviceMessage {
 
 export class Send {
   /**
+   * `ttlSeconds` is set exactly when `flags` has EXPIRES.
    * @param {{requestId: Uint64, recipient: string, messages: readonly DeviceMessage[],
-   *          flags?: number}} fields
+   *          flags?: number, ttlSeconds?: number | null}} fields
    */
-  constructor({ requestId, recipient, messages, flags = SendFlags.NONE }) {
+  constructor({ requestId, recipient, messages, flags = SendFlags.NONE, ttlSeconds = null }) {
     /** @readonly */ this.requestId = requestId;
     /** @readonly */ this.recipient = recipient;
     /** @readonly */ this.messages = Object.freeze([...messages]);
     /** @readonly */ this.flags = flags;
+    /** @readonly */ this.ttlSeconds = ttlSeconds;
     Object.freeze(this);
   }
 
@@ -247,6 +267,28 @@ export class Pong {
   }
 }
 
+/** One SenderKeyMessage for every device of a group's roster but the sending one (17.3). */
+export class GroupSend {
+  /**
+   * `ttlSeconds` is set exactly when `flags` has EXPIRES.
+   * @param {{requestId: Uint64, groupId: Uint8Array, rosterDigest: Uint8Array,
+   *          payload: Uint8Array, flags?: number, ttlSeconds?: number | null}} fields
+   */
+  constructor({ requestId, groupId, rosterDigest, payload, flags = SendFlags.NONE, ttlSeconds = null }) {
+    /** @readonly */ this.requestId = requestId;
+    /** @readonly */ this.groupId = groupId;
+    /** @readonly */ this.flags = flags;
+    /** @readonly */ this.ttlSeconds = ttlSeconds;
+    /** @readonly */ this.rosterDigest = rosterDigest;
+    /** @readonly */ this.payload = payload;
+    Object.freeze(this);
+  }
+
+  get type() {
+    return FrameType.GROUP_SEND;
+  }
+}
+
 const FRAME_CLASSES = [
   Send,
   SendOk,
@@ -258,17 +300,18 @@ const FRAME_CLASSES = [
   Notice,
   Ping,
   Pong,
+  GroupSend,
 ];
 
 /**
  * @typedef {Send | SendOk | DeviceMismatch | Deliver | Ack | QueueEmpty | ErrorFrame |
- *           Notice | Ping | Pong} Frame
+ *           Notice | Ping | Pong | GroupSend} Frame
  */
 
 // Requests that are answered: their answer must be matched to them by request id, so 0
 // (which marks what the server pushes unasked) is not allowed.
 /** @type {ReadonlySet<number>} */
-const NEEDS_REQUEST_ID = new Set([FrameType.SEND, FrameType.PING]);
+const NEEDS_REQUEST_ID = new Set([FrameType.SEND, FrameType.PING, FrameType.GROUP_SEND]);
 
 /** @param {Uint64} value */
 const isZero = (value) => value === 0 || value === 0n;
@@ -313,17 +356,49 @@ function readBigIds(r, what, limit) {
 
 /**
  * @param {Reader} r
- * @param {number} deviceId
+ * @param {string} owner whose ciphertext it is, for the message ("device 2", "group")
  */
-function readPayload(r, deviceId) {
+function readPayload(r, owner) {
   const length = r.varint64('payload length');
   if (length > MAX_CIPHERTEXT_BYTES) {
     throw new ProtocolError(
       ErrorCode.CIPHERTEXT_TOO_LARGE,
-      `ciphertext for device ${deviceId} is ${length} bytes; the limit is ${MAX_CIPHERTEXT_BYTES}`,
+      `ciphertext for ${owner} is ${length} bytes; the limit is ${MAX_CIPHERTEXT_BYTES}`,
     );
   }
   return r.fixed(/** @type {number} */ (length), 'payload');
+}
+
+/**
+ * The flags byte and, with EXPIRES, the ttl that follows it (SEND and GROUP_SEND).
+ * @param {Reader} r
+ * @returns {[number, number | null]} [flags, ttlSeconds]
+ */
+function readFlags(r) {
+  const flags = r.u8('flags');
+  if (flags & ~KNOWN_SEND_FLAGS) {
+    throw new ProtocolError(ErrorCode.INVALID_VALUE, `unknown send flags 0x${flags.toString(16)}`);
+  }
+  if (!(flags & SendFlags.EXPIRES)) return [flags, null];
+  const ttlSeconds = r.varint('ttl_seconds', MAX_TTL_SECONDS);
+  if (ttlSeconds === 0) throw new ProtocolError(ErrorCode.INVALID_VALUE, 'ttl_seconds must not be 0');
+  return [flags, ttlSeconds];
+}
+
+/**
+ * @param {Writer} w
+ * @param {Send | GroupSend} frame
+ */
+function writeFlags(w, frame) {
+  const expires = (frame.flags & SendFlags.EXPIRES) !== 0;
+  if (expires !== (frame.ttlSeconds !== null)) {
+    throw new ProtocolError(
+      ErrorCode.INVALID_VALUE,
+      'ttl_seconds must be given exactly when the flags have EXPIRES',
+    );
+  }
+  w.u8(frame.flags);
+  if (frame.ttlSeconds !== null) w.varint(frame.ttlSeconds);
 }
 
 /**
@@ -349,7 +424,9 @@ function encode(frame) {
   }
   const w = new Writer().u8(PROTOCOL_VERSION).u8(frame.type).varint(frame.requestId);
   if (frame instanceof Send) {
-    w.str(frame.recipient).u8(frame.flags).varint(frame.messages.length);
+    w.str(frame.recipient);
+    writeFlags(w, frame);
+    w.varint(frame.messages.length);
     for (const message of frame.messages) {
       w.varint(message.deviceId).varint(message.registrationId);
       w.bytes(message.payload);
@@ -369,6 +446,10 @@ function encode(frame) {
     w.varint(frame.code).str(frame.message);
   } else if (frame instanceof Notice) {
     w.varint(frame.kind).varint(frame.value);
+  } else if (frame instanceof GroupSend) {
+    w.fixed(frame.groupId, GROUP_ID_BYTES);
+    writeFlags(w, frame);
+    w.fixed(frame.rosterDigest, ROSTER_DIGEST_BYTES).bytes(frame.payload);
   } // QueueEmpty, Ping and Pong have no body
   return w.getValue();
 }
@@ -406,13 +487,7 @@ export function decodeFrame(data) {
   switch (rawType) {
     case FrameType.SEND: {
       const recipient = checkUsername(r.str('recipient', MAX_USERNAME_BYTES));
-      const flags = r.u8('flags');
-      if (flags & ~SendFlags.EPHEMERAL) {
-        throw new ProtocolError(
-          ErrorCode.INVALID_VALUE,
-          `unknown send flags 0x${flags.toString(16)}`,
-        );
-      }
+      const [flags, ttlSeconds] = readFlags(r);
       const count = r.varint('device count', MAX_DEVICES_PER_SEND);
       if (count === 0) {
         throw new ProtocolError(ErrorCode.INVALID_VALUE, 'a send needs at least one device');
@@ -425,11 +500,11 @@ export function decodeFrame(data) {
         if (registrationId === 0) {
           throw new ProtocolError(ErrorCode.INVALID_VALUE, 'registration_id must not be 0');
         }
-        const payload = readPayload(r, deviceId);
+        const payload = readPayload(r, `device ${deviceId}`);
         if (!payload.length) throw new ProtocolError(ErrorCode.INVALID_VALUE, 'empty payload');
         messages.push(new DeviceMessage(deviceId, registrationId, payload));
       }
-      frame = new Send({ requestId, recipient, messages, flags });
+      frame = new Send({ requestId, recipient, messages, flags, ttlSeconds });
       break;
     }
     case FrameType.SEND_OK:
@@ -448,7 +523,7 @@ export function decodeFrame(data) {
       const senderDevice = r.varint('sender_device', MAX_DEVICE_ID);
       checkDeviceId(senderDevice);
       const serverTimeMs = r.varint64('server_time_ms');
-      const payload = readPayload(r, senderDevice);
+      const payload = readPayload(r, `device ${senderDevice}`);
       if (!payload.length) throw new ProtocolError(ErrorCode.INVALID_VALUE, 'empty payload');
       frame = new Deliver({ seq, sender, senderDevice, serverTimeMs, payload, requestId });
       break;
@@ -477,6 +552,15 @@ export function decodeFrame(data) {
     case FrameType.PING:
       frame = new Ping({ requestId });
       break;
+    case FrameType.GROUP_SEND: {
+      const groupId = r.fixed(GROUP_ID_BYTES, 'group_id');
+      const [flags, ttlSeconds] = readFlags(r);
+      const rosterDigest = r.fixed(ROSTER_DIGEST_BYTES, 'roster_digest');
+      const payload = readPayload(r, 'group');
+      if (!payload.length) throw new ProtocolError(ErrorCode.INVALID_VALUE, 'empty payload');
+      frame = new GroupSend({ requestId, groupId, rosterDigest, payload, flags, ttlSeconds });
+      break;
+    }
     default: // FrameType.PONG: the lookup above admits no other value
       frame = new Pong({ requestId });
   }

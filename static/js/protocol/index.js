@@ -41,3 +41,6 @@ export * from './frames.js';
 export * from './safety.js';
 export * from './devicelist.js';
 export * from './provisioning.js';
+export * from './groups.js';
+export * from './senderkeys.js';
+export * from './attachments.js';

@@ -16,6 +16,8 @@
  *         base_key[32] | signed_prekey_id varint | one_time_prekey_id varint (0 = none) |
  *         kem_prekey_id varint | kem_ciphertext[1088] | RatchetMessage (the rest)
  *
+ *     SenderKeyMessage (kind 3, 0x13): a group message, in senderkeys.js.
+ *
  * The header of a RatchetMessage (everything before the ciphertext) is bound into the AEAD
  * as associated data, so a header cannot be changed without the message being rejected.
  * ratchet_key and base_key, like every X25519 public key read from the wire, must have the
@@ -30,7 +32,8 @@ import { PROTOCOL_VERSION } from './limits.js';
 
 export const MAX_COUNTER = 0xffff_ffff;
 
-export const MessageKind = Object.freeze({ RATCHET: 1, PREKEY: 2 });
+// SENDER_KEY (0x13) is a group message: senderkeys.js (docs/protocol.md, 17.2).
+export const MessageKind = Object.freeze({ RATCHET: 1, PREKEY: 2, SENDER_KEY: 3 });
 
 /** @param {number} kind */
 export function messageTypeByte(kind) {
@@ -69,7 +72,7 @@ export function peekKind(data) {
   const version = data[0] >> 4;
   const kind = data[0] & 0x0f;
   if (version !== PROTOCOL_VERSION) throw unsupported(version);
-  if (kind !== MessageKind.RATCHET && kind !== MessageKind.PREKEY) {
+  if (kind !== MessageKind.RATCHET && kind !== MessageKind.PREKEY && kind !== MessageKind.SENDER_KEY) {
     throw new ProtocolError(ErrorCode.UNKNOWN_TYPE, `unknown message kind ${kind}`);
   }
   return kind;
