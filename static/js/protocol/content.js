@@ -55,10 +55,9 @@ import {
 } from './attachments.js';
 import { Reader, Writer, utf8Decode, utf8Encode } from './encoding.js';
 import { ErrorCode, ProtocolError } from './errors.js';
-import { MAX_TTL_SECONDS } from './frames.js';
 import { GROUP_ID_BYTES, MAX_GROUP_MEMBERS } from './groups.js';
 import { checkUsername } from './identifiers.js';
-import { MAX_TEXT_BYTES, MAX_USERNAME_BYTES } from './limits.js';
+import { MAX_TEXT_BYTES, MAX_TTL_SECONDS, MAX_USERNAME_BYTES } from './limits.js';
 import { pad, unpad } from './padding.js';
 import * as p from './primitives.js';
 

@@ -48,6 +48,7 @@ import {
   MAX_FRAME_BYTES,
   MAX_LIST_ITEMS,
   MAX_STRING_BYTES,
+  MAX_TTL_SECONDS,
   MAX_USERNAME_BYTES,
   PROTOCOL_VERSION,
 } from './limits.js';
@@ -86,8 +87,8 @@ export const SendFlags = Object.freeze({
 
 const KNOWN_SEND_FLAGS = SendFlags.EPHEMERAL | SendFlags.EXPIRES;
 
-// A year: the longest disappearing-message timer, and the longest EXPIRES ttl.
-export const MAX_TTL_SECONDS = 31_536_000;
+// Re-exported: callers that build SEND frames find the ttl bound here.
+export { MAX_TTL_SECONDS };
 
 export const NoticeKind = Object.freeze({
   PREKEYS_LOW: 1, // value: one-time prekeys left on the server for this device

@@ -25,3 +25,5 @@ export const MAX_TEXT_BYTES = 64 * 1024;
 export const MAX_LIST_ITEMS = 10_000; // any other list in a frame
 export const MAX_STRING_BYTES = 4 * 1024; // any other string in a frame
 export const MAX_DEVICE_ID = 0xffff;
+// A year: the longest disappearing-message timer, and the longest EXPIRES ttl.
+export const MAX_TTL_SECONDS = 31_536_000;

@@ -11,7 +11,8 @@
  * tests/js/wycheproof.test.mjs runs every Wycheproof vector for these algorithms against
  * the functions below, with the expectations of tests/protocol/test_wycheproof.py.
  *
- * This module is the only one in static/js/protocol/ that imports a noble package.
+ * This module is the only one in static/js/protocol/ that imports a noble package, but
+ * for attachments.js, which feeds SHA-256 a blob in pieces (noble's incremental hasher).
  *
  * Conventions, as in Python: every value is a Uint8Array. An X25519 private key is its
  * 32-byte scalar, an Ed25519 private key its 32-byte seed, an ML-KEM-768 private key its
