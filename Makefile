@@ -8,13 +8,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Python packages whose code mypy checks without --strict (the Django side).
-DJANGO_CODE := manage.py project keys messaging compliance web tests/server tests/e2e tests/harness tests/web \
+DJANGO_CODE := manage.py project keys messaging groups attachments compliance web tests/server tests/e2e tests/harness tests/web \
 	tests/browser/qr_matches.py harness bench
 # client/ joins the strict check once it holds Python files.
 STRICT_CODE := protocol $(if $(wildcard client/*.py),client)
 
-.PHONY: venv js build-js browser collectstatic run test test-python test-js test-browser lint typecheck \
-	vectors bench bench-protocol bench-relay bench-scale bench-web clean
+.PHONY: venv js build-js browser collectstatic run test test-python test-scale test-js test-browser lint \
+	typecheck \
+	vectors bench bench-protocol bench-relay bench-scale bench-web bench-network clean
 
 venv: $(STAMP)
 
@@ -68,12 +69,23 @@ run: venv collectstatic
 	$(BIN)/python manage.py migrate --noinput
 	exec $(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
 
-# In this order: the browser tests come last, after the Python tests.
-test: lint typecheck test-js test-python test-browser
+# In this order: the browser tests come last, after the Python tests (on the embedded
+# default, then on PostgreSQL + Redis).
+test: lint typecheck test-js test-python test-scale test-browser
 
 # pytest's exit status 5 (no tests collected) fails the target like any other failure.
 test-python: venv
 	$(BIN)/pytest
+
+# The Python suite again on the scale-out configuration: PostgreSQL (DATABASE_URL) and the
+# Redis channel layer (REDIS_URL). pytest-django makes its test database there; each live
+# Daphne server of the e2e tests gets a fresh database and a Redis key prefix of its own
+# (harness/live_server.py). tests/e2e/test_scale_out.py runs two Daphne processes on
+# PostgreSQL + Redis in both runs.
+SCALE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+SCALE_REDIS_URL ?= redis://127.0.0.1:6379/0
+test-scale: venv
+	DATABASE_URL=$(SCALE_DATABASE_URL) REDIS_URL=$(SCALE_REDIS_URL) $(BIN)/pytest
 
 # The JavaScript protocol against the same vectors and Wycheproof files, and its types.
 test-js: js
@@ -98,7 +110,7 @@ vectors: venv
 	$(BIN)/python scripts/make_vectors.py
 
 # Figures, not pass/fail: printed as a table (and JSON under var/bench/).
-bench: bench-protocol bench-relay bench-web
+bench: bench-protocol bench-relay bench-web bench-network
 
 bench-protocol: venv
 	@mkdir -p var/bench
@@ -120,6 +132,14 @@ BENCH_REDIS_URL ?= redis://127.0.0.1:6379/15
 bench-scale: bench-protocol
 	DATABASE_URL=$(BENCH_DATABASE_URL) REDIS_URL=$(BENCH_REDIS_URL) \
 		$(BIN)/python -m bench.relay_bench --json var/bench/relay-scale.json $(BENCH_ARGS)
+
+# Message delivery over weak networks (bench/network_bench.py): for 2g, 3g and
+# intercontinental (harness/netem.py), the time of a first message (new session) and of a
+# 10-message burst, median of 3 rounds. About 3 minutes.
+bench-network: venv
+	@mkdir -p var/bench
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/python -m bench.network_bench \
+		--json var/bench/network.json $(BENCH_ARGS)
 
 # The web client over a 2G-like link (harness/netem.py: 50 kbit/s and 300 ms each way):
 # gzipped JavaScript, time to a usable chat page and to a first message sent.

@@ -1,7 +1,8 @@
 """The compliance app. At start-up (``ready``) it checks that settings hold a loaded region
-policy, loads the deployment signing key and, in a server process, starts the retention
-purge. A misconfiguration stops the process with one line on stderr, as an invalid policy
-does in settings: no traceback to dig through, nothing served under a broken setup."""
+policy, loads the deployment signing key, in a server process starts the retention purge,
+collects what export and erasure cover, and starts auditing the admin. A misconfiguration
+stops the process with one line on stderr, as an invalid policy does in settings: no
+traceback to dig through, nothing served under a broken setup."""
 
 from __future__ import annotations
 
@@ -29,3 +30,9 @@ class ComplianceConfig(AppConfig):
         except SigningKeyError as exc:
             raise SystemExit(str(exc)) from None
         scheduler.start_if_configured(settings.PURGE_SCHEDULER, settings.PURGE_INTERVAL_SECONDS)
+        # What export and erasure cover (every app's subject_data module), and the copy of
+        # every admin action into the audit log.
+        from compliance import audit, subject_data
+
+        subject_data.autodiscover()
+        audit.install()

@@ -136,5 +136,25 @@ class Deadline:
     def __str__(self) -> str:
         return f"{self.amount}{self.unit}"
 
+    def after(self, moment: datetime) -> datetime:
+        """When the deadline ends, counted from ``moment``.
+
+        Business days skip Saturdays and Sundays (public holidays differ by country and
+        are not counted, so a deadline in business days may end a day early, never late);
+        a start on a weekend counts from the next Monday.
+        """
+        if self.unit == "h":
+            return moment + timedelta(hours=self.amount)
+        if self.unit == "d":
+            return moment + timedelta(days=self.amount)
+        if self.unit == "mo":
+            return _add_months(moment, self.amount)
+        end, left = moment, self.amount
+        while left:
+            end += timedelta(days=1)
+            if end.weekday() < 5:
+                left -= 1
+        return end
+
     def human(self) -> str:
         return _plural(self.amount, self.unit)

@@ -210,8 +210,20 @@ class Purpose:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconsent:
+    """Whether consent given under an older policy version must be given again: then a
+    purpose whose latest record names another version counts as not consented until the
+    person answers again (``compliance.services.consent_states``)."""
+
+    on_version_change: bool
+    sources: tuple[str, ...]
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
 class Consent:
     purposes: tuple[Purpose, ...]
+    reconsent: Reconsent
 
     def purpose(self, purpose_id: str) -> Purpose:
         for purpose in self.purposes:
@@ -615,8 +627,18 @@ def _read_retention(value: object, reader: _Reader) -> Retention:
     )
 
 
+def _read_reconsent(value: object, reader: _Reader) -> Reconsent:
+    path = "consent.reconsent"
+    body = reader.mapping(value, path, ("on_version_change",), ("sources", "note"))
+    return Reconsent(
+        on_version_change=reader.boolean(body["on_version_change"], f"{path}.on_version_change"),
+        sources=reader.refs(body.get("sources"), f"{path}.sources"),
+        note=reader.note(body.get("note"), f"{path}.note"),
+    )
+
+
 def _read_consent(value: object, reader: _Reader) -> Consent:
-    body = reader.mapping(value, "consent", ("purposes",))
+    body = reader.mapping(value, "consent", ("purposes", "reconsent"))
     entries = reader.entries(body["purposes"], "consent.purposes")
     purposes = []
     for key, entry in entries.items():
@@ -642,7 +664,7 @@ def _read_consent(value: object, reader: _Reader) -> Consent:
                 note=reader.note(item.get("note"), f"{path}.note"),
             )
         )
-    return Consent(tuple(purposes))
+    return Consent(tuple(purposes), _read_reconsent(body["reconsent"], reader))
 
 
 def _read_age(value: object, reader: _Reader) -> AgeRules:

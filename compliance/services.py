@@ -10,7 +10,8 @@ What the purge deletes, and what it never deletes:
 
 * Envelopes whose ``expires_at`` has passed (``messaging.services.purge_expired``). The
   expiry is stamped when the envelope is queued, from the policy's undelivered-envelope
-  maximum (``SEALPOST["ENVELOPE_TTL_SECONDS"]``).
+  maximum (``SEALPOST["ENVELOPE_TTL_SECONDS"]``), or sooner for a disappearing message
+  (EXPIRES ``ttl_seconds``); and the shared group payloads no envelope points at any more.
 * Idle devices (``keys.services.purge_idle_devices``): devices unused (last seen, or
   created if never seen) for the policy's idle-device maximum
   (``SEALPOST["IDLE_DEVICE_EXPIRY_SECONDS"]``), with their prekeys and queued envelopes;
@@ -18,9 +19,19 @@ What the purge deletes, and what it never deletes:
   account's signed device list still names them (only the account key can sign a new
   one); clients skip a listed device the server no longer serves.
 * Link tokens and provisioning slots whose ten minutes have passed (``keys.services``).
+* Attachment blobs past their ``expires_at`` (``attachments.services.purge_expired_blobs``):
+  24 hours after creation while the upload is incomplete, else creation plus the policy's
+  attachment maximum (``SEALPOST["ATTACHMENT_TTL_SECONDS"]``). Their stored objects are
+  deleted after each batch commits.
+* Connection logs older than the region's ``retention.connection_logs`` maximum
+  (``compliance.connections``); the minimum, a legal floor in Brazil and India, is never
+  cut short, since the policy checks minimum <= maximum.
+* Audit records older than the ``retention.audit_records`` maximum: admin audit entries,
+  answered data-subject requests, and consent records a newer answer for the same
+  purpose has replaced (``compliance.dsr``). The answer in force is never purged.
+* Export archives past their download window; the request row stays (``compliance.dsr``).
 * Nothing younger than its deadline, nothing that a legal floor still covers, and no
-  account (idle accounts, attachments, connection logs, consent and audit records get
-  their purgers with their models).
+  account (idle accounts get their purger with their model).
 
 It runs as ``manage.py purge_expired`` and inside the server every
 ``PURGE_INTERVAL_SECONDS`` (``compliance.scheduler``).
@@ -37,6 +48,8 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
+from attachments import services as attachments_services
+from compliance import connections, dsr
 from compliance.policy import Policy
 from compliance.transparency import PurposeLine, age_phrase, purpose_line
 from keys import services as keys_services
@@ -74,6 +87,10 @@ def _purge_provisioning_slots(now: datetime, batch_size: int) -> int:
     return keys_services.purge_expired_provisioning_slots(now, batch_size)
 
 
+def _purge_attachments(now: datetime, batch_size: int) -> int:
+    return attachments_services.purge_expired_blobs(now, batch_size)
+
+
 PURGERS: Final[tuple[Purger, ...]] = (
     Purger("envelopes", "envelope", "envelopes", _purge_envelopes),
     Purger("idle_devices", "idle device", "idle devices", _purge_idle_devices),
@@ -81,6 +98,15 @@ PURGERS: Final[tuple[Purger, ...]] = (
     Purger(
         "provisioning_slots", "provisioning slot", "provisioning slots", _purge_provisioning_slots
     ),
+    Purger("attachments", "attachment", "attachments", _purge_attachments),
+    Purger(
+        "connection_logs",
+        "connection log",
+        "connection logs",
+        connections.purge_connection_logs,
+    ),
+    Purger("audit_records", "audit record", "audit records", dsr.purge_audit_records),
+    Purger("export_archives", "export archive", "export archives", dsr.purge_export_archives),
 )
 
 
@@ -166,3 +192,11 @@ def privacy_notice_context(policy: Policy | None = None) -> dict[str, Any]:
     form; the ticked ``consent`` checkboxes arrive as ``request.POST.getlist("consent")``.
     """
     return {"privacy_notice": privacy_notice(policy)}
+
+
+# --- data-subject requests ---------------------------------------------------------------------
+# The verbs live in compliance.dsr (and consent in compliance.consent); these two are the
+# ones other code and the management commands name.
+
+export_user = dsr.export_user
+erase_user = dsr.erase_user

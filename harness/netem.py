@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 CHUNK = 512  # bytes read at a time: at 50 kbit/s one chunk holds the link for 82 ms
@@ -120,6 +120,9 @@ class NetemProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._cut_until = 0.0
         self._cutter: asyncio.Task[None] | None = None
+        # Called on the proxy's loop after each chunk a link carries (tests count bytes and
+        # cut the connections at chosen points with it).
+        self.on_carried: Callable[[Link], None] | None = None
 
     @property
     def port(self) -> int:
@@ -219,6 +222,8 @@ class NetemProxy:
             while True:
                 data = await reader.read(CHUNK)
                 await queue.put((link.schedule(len(data), loop.time()), data))
+                if self.on_carried is not None:
+                    self.on_carried(link)
                 if not data:
                     break
             await delivering

@@ -74,7 +74,7 @@ from protocol.keys import (
 )
 from protocol.provisioning import ADDRESS_BYTES
 
-from . import models
+from . import models, throttles
 from .tokens import generate_token, hash_token
 
 MAX_DEVICE_NAME = 64
@@ -527,10 +527,13 @@ def register_account(
     identity_key: bytes,
     device: DeviceInput,
     device_list: SignedDeviceList,
+    *,
+    then: Callable[[models.Account], None] | None = None,
 ) -> tuple[models.Device, str]:
     """Create an account (Django user + identity key + signed device list) and its first
     device, in one step. The list must be signed by ``identity_key`` for this username,
-    have a version of at least 1 and name exactly the first device.
+    have a version of at least 1 and name exactly the first device. ``then`` runs in the
+    same transaction once the account exists (sign-up records consent and the age check).
 
     Returns the device and its bearer token, which is never stored and cannot be shown
     again.
@@ -584,7 +587,10 @@ def register_account(
                 device_list=device_list.encode(),
                 device_list_version=device_list.version,
             )
-            return _create_device(account, device)
+            created = _create_device(account, device)
+            if then is not None:
+                then(account)
+            return created
     except IntegrityError:
         # Two sign-ups for one name at once: the unique index decided.
         if user_model.objects.filter(username=username).exists():
@@ -1045,9 +1051,16 @@ def _take_oldest_prekey(model: Any, device_pk: int) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
-def _claim_one(identity_key: bytes, device: models.Device) -> ClaimedBundle:
-    one_time = _take_oldest_prekey(models.OneTimePreKey, device.pk)
-    kem = _take_oldest_prekey(models.KemPreKey, device.pk)
+def _claim_one(
+    identity_key: bytes, device: models.Device, requester_account_pk: int | None
+) -> ClaimedBundle:
+    # Beyond the claim limits the bundle carries no one-time prekey of either kind: the
+    # signed prekey and the last-resort KEM prekey only (keys.throttles).
+    if throttles.one_time_prekeys_allowed(requester_account_pk, device.pk):
+        one_time = _take_oldest_prekey(models.OneTimePreKey, device.pk)
+        kem = _take_oldest_prekey(models.KemPreKey, device.pk)
+    else:
+        one_time = kem = None
     bundle = PreKeyBundle(
         account_identity_key=identity_key,
         certificate=_stored_certificate(device),
@@ -1071,14 +1084,22 @@ def _claim_one(identity_key: bytes, device: models.Device) -> ClaimedBundle:
 
 
 def claim_bundles(
-    requester: models.Device | None, username: str, device_ids: Sequence[int] | None
+    requester: models.Device | None,
+    username: str,
+    device_ids: Sequence[int] | None,
+    *,
+    requester_account_pk: int | None = None,
 ) -> ClaimedBundles:
     """Hand out one prekey bundle per device of ``username``'s account.
 
     ``device_ids=None`` means every device, except the requesting device itself when it
     belongs to that account (a device never starts a session with itself). Unknown ids
-    are refused before anything is consumed; the claim is one transaction.
+    are refused before anything is consumed; the claim is one transaction. Each bundle
+    counts against the claim limits of ``requester_account_pk`` (the requester's account
+    when None is given) and of its device (keys.throttles).
     """
+    if requester_account_pk is None and requester is not None:
+        requester_account_pk = requester.account_id
     account = _live_account(username)
     identity_key = bytes(account.identity_key)
     with transaction.atomic():
@@ -1097,5 +1118,7 @@ def claim_bundles(
                     )
                 if by_id[device_id] not in targets:
                     targets.append(by_id[device_id])
-        bundles = tuple(_claim_one(identity_key, device) for device in targets)
+        bundles = tuple(
+            _claim_one(identity_key, device, requester_account_pk) for device in targets
+        )
     return ClaimedBundles(account.username, identity_key, bundles)

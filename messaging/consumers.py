@@ -14,7 +14,11 @@ order, with at most ``MAX_UNACKED`` unacknowledged:
 Live envelopes come as ``envelope.new`` channel events carrying the payload, so the
 common case (the next seq, window open) needs no database read; anything else falls
 back to the database. Channel events are at most once: the database is the truth, and a
-reconnect redelivers everything unacknowledged.
+reconnect redelivers everything unacknowledged. An event for a disappearing envelope
+carries its expiry: one that arrives too late is not sent (the queue read skips it too).
+
+GROUP_SEND goes to the same fan-out: one ``envelope.new`` event per roster device, each
+an ordinary DELIVER on arrival.
 
 Consumers handle one message at a time, so this state needs no locks. Logs carry at most
 the device pk, a frame type and an error code: never payloads, tokens or keys.
@@ -22,9 +26,12 @@ the device pk, a frame type and an error code: never payloads, tokens or keys.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -35,6 +42,7 @@ from keys.models import Device
 from keys.services import device_group
 from keys.tokens import device_for_token
 from messaging import services
+from messaging.writer import relay_writer
 from project.errors import ServiceError
 from protocol.encoding import Reader
 from protocol.errors import ErrorCode, ProtocolError
@@ -44,6 +52,7 @@ from protocol.frames import (
     DeviceMismatch,
     Error,
     Frame,
+    GroupSend,
     Notice,
     NoticeKind,
     Ping,
@@ -69,6 +78,17 @@ CLOSE_RATE_ABUSE = 4429
 ABUSE_FACTOR = 10
 # At most this many seqs are named in an UNKNOWN_ENVELOPE message.
 MAX_SEQS_NAMED = 20
+
+
+# A frame handed to the writer, waiting for its answer: request id, frame type, outcome.
+_Pending = tuple[int, str, "asyncio.Future[Any]"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """An answer that needs no writer (PONG, ERROR), waiting behind those that do."""
+
+    frame: Frame
 
 
 class TokenBucket:
@@ -120,6 +140,9 @@ class RelayConsumer(AsyncWebsocketConsumer):
         self._in_flight: set[int] = set()
         self._behind = True
         self._queue_empty_sent = False
+        self._answers: asyncio.Queue[_Pending] | None = None
+        self._answering: asyncio.Task[None] | None = None
+        self._unanswered = 0  # frames handed to the writer and not answered yet
 
     # --- connection -----------------------------------------------------------------------
 
@@ -142,6 +165,9 @@ class RelayConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(group, self.channel_name)
         self.groups.append(group)  # the base class leaves it on disconnect
         await self.accept(subprotocol=SUBPROTOCOL)
+        from compliance.connections import log_connection  # the region's connection log
+
+        await database_sync_to_async(log_connection)(device, self.scope)
         logger.debug("relay: device %s connected", device.pk)
         low = await database_sync_to_async(services.prekeys_low)(device)
         if low is not None:
@@ -150,6 +176,11 @@ class RelayConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self._closed = True
+        if self._answering is not None:
+            # What was handed to the writer is stored all the same; only the answers,
+            # which nobody can receive now, and the fan-out of the still uncommitted
+            # sends are dropped (their devices get them from the queue).
+            self._answering.cancel()
         if self._device is not None:
             logger.debug("relay: device %s disconnected (%s)", self._device.pk, code)
 
@@ -211,10 +242,12 @@ class RelayConsumer(AsyncWebsocketConsumer):
         match frame:
             case Send():
                 await self._on_send(frame)
+            case GroupSend():
+                await self._on_group_send(frame)
             case Ack():
                 await self._on_ack(frame)
             case Ping():
-                await self._send_frame(Pong(frame.request_id))
+                await self._reply(Pong(frame.request_id))
             case Pong():
                 pass  # an answer to a ping; nothing to do
             case _:
@@ -226,28 +259,118 @@ class RelayConsumer(AsyncWebsocketConsumer):
                 )
 
     async def _on_send(self, frame: Send) -> None:
-        committed: list[services.SendAccepted] = []
+        request = services.SendRequest(
+            self.device,
+            frame.recipient,
+            frame.messages,
+            bool(frame.flags & SendFlags.EPHEMERAL),
+            frame.ttl_seconds,
+        )
+        self._answer(frame.request_id, "SEND", relay_writer().send(request))
+
+    async def _on_group_send(self, frame: GroupSend) -> None:
+        store = partial(
+            services.enqueue_group_send,
+            self.device,
+            frame.group_id,
+            frame.roster_digest,
+            frame.payload,
+            bool(frame.flags & SendFlags.EPHEMERAL),
+            ttl_seconds=frame.ttl_seconds,
+        )
+        self._answer(frame.request_id, "GROUP_SEND", relay_writer().call(store))
+
+    async def _on_ack(self, frame: Ack) -> None:
+        # The window opens now; the deletion is the writer's, and any queue read this
+        # connection asks for later runs after it. Only unknown seqs get an answer.
+        self._in_flight.difference_update(frame.seqs)
+        self._answer(
+            frame.request_id, "ACK", relay_writer().acknowledge(self.device.pk, frame.seqs)
+        )
+        if self._behind:
+            await self._deliver_from_db()
+
+    # --- answers --------------------------------------------------------------------------
+    # A SEND, GROUP_SEND or ACK is handed to the writer and the consumer goes on with the
+    # next frame or event: a DELIVER never waits for this connection's own SENDs or ACKs to
+    # commit. Answers go out in frame order from one task per connection (made on the
+    # first such frame), each once its outcome is committed.
+
+    async def _reply(self, frame: Frame) -> None:
+        """Send an immediate answer (PONG, ERROR) after the answers still owed to earlier
+        frames, so a client sees its frames answered in the order it sent them."""
+        if self._unanswered:
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(_Reply(frame))
+            self._answer(frame.request_id, frame.type.name, done)
+        else:
+            await self._send_frame(frame)
+
+    def _answer(self, request_id: int, what: str, outcome: asyncio.Future[Any]) -> None:
+        self._unanswered += 1
+        if self._answers is None:
+            self._answers = asyncio.Queue()
+            self._answering = asyncio.create_task(self._answer_in_order(self._answers))
+        self._answers.put_nowait((request_id, what, outcome))
+
+    async def _answer_in_order(self, answers: asyncio.Queue[_Pending]) -> None:
+        while True:
+            request_id, what, outcome = await answers.get()
+            try:
+                await self._answer_one(request_id, what, outcome)
+            except Exception:
+                # Sending an answer failed (the socket is going away): the next may not.
+                logger.exception("relay: device %s answering %s failed", self.device.pk, what)
+            finally:
+                self._unanswered -= 1
+
+    async def _answer_one(self, request_id: int, what: str, outcome: asyncio.Future[Any]) -> None:
         try:
-            result = await database_sync_to_async(services.enqueue_send)(
-                self.device,
-                frame.recipient,
-                frame.messages,
-                bool(frame.flags & SendFlags.EPHEMERAL),
-                on_commit=committed.append,
-            )
+            result = await outcome
         except ServiceError as exc:
-            await self._error(frame.request_id, exc.code, exc.message, "SEND")
-            if exc.code is ErrorCode.UNAUTHORIZED:
-                await self._close(CLOSE_REVOKED)
+            if not self._closed:
+                await self._refused(request_id, exc, what)
+            return
+        except Exception:
+            # A bug or a database failure: say so and carry on. The traceback names
+            # code, not data: no payload or token reaches it.
+            logger.exception("relay: device %s %s failed", self.device.pk, what)
+            if not self._closed:
+                await self._send_error(
+                    request_id,
+                    ErrorCode.INTERNAL,
+                    "internal error; the frame was not processed",
+                    what,
+                )
             return
         match result:
+            case _Reply(frame=frame) if not self._closed:  # queued behind earlier answers
+                await self._send_frame(frame)
+            case services.SendAccepted():
+                if not self._closed:
+                    await self._send_frame(SendOk(request_id, result.server_time_ms))
+                await self._fan_out(result)
             case services.SendMismatch(missing=missing, extra=extra, stale=stale):
                 logger.debug("relay: device %s SEND -> device_mismatch", self.device.pk)
-                await self._send_frame(DeviceMismatch(frame.request_id, missing, extra, stale))
-            case services.SendAccepted():
-                await self._send_frame(SendOk(frame.request_id, result.server_time_ms))
-                for accepted in committed:
-                    await self._fan_out(accepted)
+                if not self._closed:
+                    await self._send_frame(DeviceMismatch(request_id, missing, extra, stale))
+            case services.AckResult(unknown=unknown) if unknown and not self._closed:
+                named = ", ".join(str(seq) for seq in unknown[:MAX_SEQS_NAMED])
+                more = len(unknown) - MAX_SEQS_NAMED
+                if more > 0:
+                    named += f" and {more} more"
+                await self._send_error(
+                    request_id,
+                    ErrorCode.UNKNOWN_ENVELOPE,
+                    f"this device holds no envelope with seq {named} "
+                    "(already acknowledged, expired, or not its own)",
+                    "ACK",
+                )
+
+    async def _refused(self, request_id: int, exc: ServiceError, what: str) -> None:
+        await self._send_error(request_id, exc.code, exc.message, what)
+        if exc.code is ErrorCode.UNAUTHORIZED:
+            await self._close(CLOSE_REVOKED)
 
     async def _fan_out(self, accepted: services.SendAccepted) -> None:
         for delivery in accepted.deliveries:
@@ -257,6 +380,7 @@ class RelayConsumer(AsyncWebsocketConsumer):
                 "sender": accepted.sender,
                 "sender_device": accepted.sender_device,
                 "server_time_ms": accepted.server_time_ms,
+                "expires_at_ms": accepted.expires_at_ms,
                 "payload": delivery.payload,
             }
             try:
@@ -270,23 +394,6 @@ class RelayConsumer(AsyncWebsocketConsumer):
                     type(exc).__name__,
                 )
 
-    async def _on_ack(self, frame: Ack) -> None:
-        _, unknown = await database_sync_to_async(services.acknowledge)(self.device, frame.seqs)
-        self._in_flight.difference_update(frame.seqs)
-        if unknown:
-            named = ", ".join(str(seq) for seq in unknown[:MAX_SEQS_NAMED])
-            more = len(unknown) - MAX_SEQS_NAMED
-            if more > 0:
-                named += f" and {more} more"
-            await self._error(
-                frame.request_id,
-                ErrorCode.UNKNOWN_ENVELOPE,
-                f"this device holds no envelope with seq {named} "
-                "(already acknowledged, expired, or not its own)",
-                "ACK",
-            )
-        await self._deliver_from_db()
-
     # --- channel-layer events ---------------------------------------------------------------
 
     async def envelope_new(self, event: dict[str, Any]) -> None:
@@ -298,7 +405,14 @@ class RelayConsumer(AsyncWebsocketConsumer):
             return
         if seq <= self._cursor:
             return  # already sent from the database
-        if seq == self._cursor + 1 and not self._behind and len(self._in_flight) < self._window:
+        expires_at_ms = event.get("expires_at_ms")
+        expired = expires_at_ms is not None and time.time() * 1000 >= int(expires_at_ms)
+        if (
+            seq == self._cursor + 1
+            and not expired
+            and not self._behind
+            and len(self._in_flight) < self._window
+        ):
             await self._send_frame(self._deliver_frame(event))
             self._cursor = seq
             self._in_flight.add(seq)
@@ -321,8 +435,8 @@ class RelayConsumer(AsyncWebsocketConsumer):
         first time the queue is found drained, QUEUE_EMPTY."""
         while self._behind and len(self._in_flight) < self._window and not self._closed:
             limit = min(self._page, self._window - len(self._in_flight))
-            page = await database_sync_to_async(services.pending_envelopes)(
-                self.device, self._cursor, limit
+            page = await relay_writer().call(
+                partial(services.pending_envelopes, self.device, self._cursor, limit)
             )
             for envelope in page:
                 await self._send_frame(
@@ -356,11 +470,19 @@ class RelayConsumer(AsyncWebsocketConsumer):
         await self.send(bytes_data=encode_frame(frame))
 
     async def _error(self, request_id: int, code: ErrorCode, message: str, what: str) -> None:
-        """An ERROR frame; ``what`` names the frame type it answers, for the debug log."""
+        """An ERROR frame, in its turn (``_reply``); ``what`` names the frame type it
+        answers, for the debug log."""
+        await self._reply(self._error_frame(request_id, code, message, what))
+
+    async def _send_error(self, request_id: int, code: ErrorCode, message: str, what: str) -> None:
+        """An ERROR frame at once (from the task that sends the answers in order)."""
+        await self._send_frame(self._error_frame(request_id, code, message, what))
+
+    def _error_frame(self, request_id: int, code: ErrorCode, message: str, what: str) -> Error:
         logger.debug(
             "relay: device %s %s -> %s",
             self._device.pk if self._device is not None else None,
             what,
             code.slug,
         )
-        await self._send_frame(Error(request_id, int(code), message))
+        return Error(request_id, int(code), message)

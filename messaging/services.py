@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -217,28 +218,67 @@ def _check_sender(sender_device: Device) -> None:
         raise ServiceError(ErrorCode.UNAUTHORIZED, "this device has been revoked")
 
 
+@dataclass(frozen=True, slots=True)
+class _Recipient:
+    """What a send to one account is checked against: its signed device list and its
+    device rows (pk, device_id, registration_id, certificate)."""
+
+    account_pk: int
+    device_list: bytes
+    devices: tuple[tuple[int, int, int, bytes], ...]
+
+
 def _resolve(
     sender_device: Device, recipient_username: str, messages: tuple[DeviceMessage, ...]
 ) -> list[_Target] | SendMismatch:
     """Check the addressed devices against the recipient's; the targets, or the mismatch."""
     _check_sender(sender_device)
-    account = (
-        Account.objects.filter(user__username=recipient_username).only("pk", "device_list").first()
-    )
-    if account is None:
+    recipient = _recipients([recipient_username]).get(recipient_username)
+    if recipient is None:
         raise ServiceError(ErrorCode.UNKNOWN_ACCOUNT, f"no account named {recipient_username!r}")
-    devices = Device.objects.filter(account=account)
-    if account.pk == sender_device.account_id:
-        devices = devices.exclude(pk=sender_device.pk)
-    rows = list(devices.values_list("pk", "device_id", "registration_id", "certificate"))
+    return _match(sender_device, recipient_username, recipient, messages)
+
+
+def _recipients(usernames: Iterable[str]) -> dict[str, _Recipient]:
+    """The accounts with these usernames and their devices, by username: two queries
+    however many names."""
+    accounts = list(
+        Account.objects.filter(user__username__in=set(usernames)).values_list(
+            "pk", "user__username", "device_list"
+        )
+    )
+    if not accounts:
+        return {}
+    devices: dict[int, list[tuple[int, int, int, bytes]]] = {pk: [] for pk, _, _ in accounts}
+    rows = Device.objects.filter(account_id__in=devices).values_list(
+        "account_id", "pk", "device_id", "registration_id", "certificate"
+    )
+    for account_pk, pk, device_id, registration_id, certificate in rows:
+        devices[account_pk].append((pk, device_id, registration_id, bytes(certificate)))
+    return {
+        username: _Recipient(pk, bytes(device_list), tuple(devices[pk]))
+        for pk, username, device_list in accounts
+    }
+
+
+def _match(
+    sender_device: Device,
+    recipient_username: str,
+    recipient: _Recipient,
+    messages: tuple[DeviceMessage, ...],
+) -> list[_Target] | SendMismatch:
+    """The targets of a send to ``recipient``, or the mismatch: no query."""
+    rows = recipient.devices
+    if recipient.account_pk == sender_device.account_id:
+        rows = tuple(row for row in rows if row[0] != sender_device.pk)
     # Only devices the account's signed list names (id, registration id and certificate
     # digest) are expected: a row the account key never listed is neither missing when
     # left out nor sent to when addressed (it is then "extra"). Both the decoded list and
     # the certificate digests are cached by their bytes (keys.devicelists).
     listed = listed_device_ids(
-        bytes(account.device_list),
+        recipient.device_list,
         (
-            (device_id, registration_id, bytes(certificate))
+            (device_id, registration_id, certificate)
             for _, device_id, registration_id, certificate in rows
         ),
     )
@@ -323,11 +363,15 @@ def _check_queue_space(targets: Sequence[_Target]) -> None:
     for target in targets:
         queued = counts.get(target.device_pk, 0)
         if queued >= limit:
-            raise ServiceError(
-                ErrorCode.QUEUE_FULL,
-                f"device {target.device_id} of {target.username!r} already holds "
-                f"{queued} undelivered envelopes (the limit is {limit}); nothing was stored",
-            )
+            raise _queue_full(target, queued, limit)
+
+
+def _queue_full(target: _Target, queued: int, limit: int) -> ServiceError:
+    return ServiceError(
+        ErrorCode.QUEUE_FULL,
+        f"device {target.device_id} of {target.username!r} already holds "
+        f"{queued} undelivered envelopes (the limit is {limit}); nothing was stored",
+    )
 
 
 def _accepted(
@@ -439,6 +483,257 @@ def enqueue_group_send(
         if on_commit is not None:
             transaction.on_commit(partial(on_commit, accepted))
     return accepted
+
+
+# --- batches: the relay's writer (messaging.writer) ---------------------------------------
+#
+# The relay stores the SENDs and ACKs of all connections of a process that arrive while
+# the previous batch is being committed in one transaction: one commit (one fsync on
+# SQLite), one thread hop and a handful of statements per batch instead of per frame.
+# Each SEND is still all or nothing and is checked exactly as ``enqueue_send`` checks it;
+# a refused send takes no seq and stores nothing, whatever the others in its batch do. The
+# caller answers SEND_OK only after ``enqueue_sends`` has returned, i.e. after the commit.
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One SEND frame, for ``enqueue_sends``."""
+
+    sender_device: Device
+    recipient: str
+    messages: tuple[DeviceMessage, ...]
+    ephemeral: bool = False
+    ttl_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    deleted: int
+    unknown: tuple[int, ...]  # named seqs the device does not hold, ascending
+
+
+def enqueue_sends(requests: Sequence[SendRequest]) -> list[SendResult | ServiceError]:
+    """Store several SENDs in one transaction; one outcome per request, in order: the
+    ``SendAccepted`` or ``SendMismatch`` that ``enqueue_send`` would return, or the
+    ``ServiceError`` it would raise.
+
+    Requests are taken in order: two sends to one device get consecutive seqs in request
+    order, and the queue limit counts the envelopes of the earlier ones. Whatever the
+    number of requests, the statements are: the senders' revocation check, the
+    recipients' accounts and devices, the device rows locked (their ``next_seq``), the
+    queue counts, one UPDATE per device whose seq moved, and one multi-row INSERT.
+
+    Raises only on a database failure, after which nothing of the batch is stored (the
+    writer then stores the requests one by one with ``enqueue_send``).
+    """
+    outcomes: list[SendResult | ServiceError | None] = [None] * len(requests)
+    # No savepoint: inside the writer's transaction a failure must fail the whole batch.
+    with transaction.atomic(savepoint=False):
+        live = _live_senders({r.sender_device.pk for r in requests})
+        recipients = _recipients({r.recipient for r in requests})
+        planned: list[tuple[int, SendRequest, list[_Target]]] = []
+        for index, request in enumerate(requests):
+            sender = request.sender_device
+            try:
+                _check_distinct(request.messages)
+                if live.get(sender.pk) != sender.token_hash:
+                    raise ServiceError(ErrorCode.UNAUTHORIZED, "this device has been revoked")
+                recipient = recipients.get(request.recipient)
+                if recipient is None:
+                    raise ServiceError(
+                        ErrorCode.UNKNOWN_ACCOUNT, f"no account named {request.recipient!r}"
+                    )
+            except ServiceError as exc:
+                outcomes[index] = exc
+                continue
+            result = _match(sender, request.recipient, recipient, request.messages)
+            if isinstance(result, SendMismatch):
+                outcomes[index] = result
+            else:
+                planned.append((index, request, result))
+
+        stored = sorted(
+            {t.device_pk for _, r, targets in planned if not r.ephemeral for t in targets}
+        )
+        next_seqs = _lock_devices(stored)
+        first_seqs = dict(next_seqs)
+        queued = _queued_counts(stored)
+        limit = _limit("MAX_QUEUE_PER_DEVICE")
+        now = timezone.now()
+        rows: list[tuple[Any, ...]] = []
+        for index, request, targets in planned:
+            sender = request.sender_device
+            if request.ephemeral:
+                outcomes[index] = _accepted(sender, now, ((t, 0) for t in targets))
+                continue
+            gone = tuple(sorted(t.device_id for t in targets if t.device_pk not in next_seqs))
+            if gone:
+                # Revoked between the device-list read and the lock.
+                outcomes[index] = SendMismatch(missing=(), extra=gone, stale=())
+                continue
+            full = next((t for t in targets if queued.get(t.device_pk, 0) >= limit), None)
+            if full is not None:
+                outcomes[index] = _queue_full(full, queued.get(full.device_pk, 0), limit)
+                continue
+            expires_at = _expiry(now, request.ttl_seconds)
+            seqs = {}
+            for target in targets:
+                seqs[target.device_pk] = next_seqs[target.device_pk]
+                next_seqs[target.device_pk] += 1
+                queued[target.device_pk] = queued.get(target.device_pk, 0) + 1
+            accepted = _accepted(
+                sender,
+                now,
+                ((t, seqs[t.device_pk]) for t in targets),
+                _ms(expires_at) if request.ttl_seconds is not None else None,
+            )
+            outcomes[index] = accepted
+            stored_expiry = connection.ops.adapt_datetimefield_value(expires_at)
+            rows.extend(
+                (
+                    delivery.device_pk,
+                    delivery.seq,
+                    sender.account_id,
+                    sender.device_id,
+                    accepted.server_time_ms,
+                    delivery.payload,
+                    stored_expiry,
+                )
+                for delivery in accepted.deliveries
+            )
+        if rows:
+            moved = [(seq, pk) for pk, seq in next_seqs.items() if seq != first_seqs[pk]]
+            _store_next_seqs(moved)
+            _insert_envelopes(rows)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def acknowledge_many(requests: Sequence[tuple[int, Sequence[int]]]) -> list[AckResult]:
+    """``acknowledge`` for several (device pk, seqs) in one transaction, one result per
+    request in order. A seq named twice (in one request or two) is deleted once and
+    unknown the second time. Raises only on a database failure (nothing deleted then).
+    """
+    results = []
+    shared: set[int] = set()
+    with transaction.atomic(savepoint=False):
+        for device_pk, seqs in requests:
+            wanted = set(seqs)
+            held = _delete_envelopes(device_pk, sorted(wanted))
+            shared.update(pk for pk in held.values() if pk is not None)
+            results.append(AckResult(len(held), tuple(sorted(wanted - held.keys()))))
+        _delete_unreferenced(shared)
+    return results
+
+
+def _live_senders(device_pks: set[int]) -> dict[int, str]:
+    """{pk: token_hash} of those devices that exist and whose account is active."""
+    return dict(
+        Device.objects.filter(pk__in=device_pks, account__user__is_active=True).values_list(
+            "pk", "token_hash"
+        )
+    )
+
+
+def _lock_devices(device_pks: Sequence[int]) -> dict[int, int]:
+    """{pk: next_seq} of these devices, locked until the transaction ends; a device that
+    no longer exists is missing. SQLite's IMMEDIATE transaction holds the whole write
+    lock already; on PostgreSQL the rows are locked in pk order (as ``_allocate_seqs``
+    does), so two batches, or a batch and a group send, cannot deadlock on them."""
+    if not device_pks:
+        return {}
+    rows = Device.objects.filter(pk__in=device_pks).order_by("pk")
+    if connection.features.has_select_for_update:
+        rows = rows.select_for_update()
+    return {int(pk): int(seq) for pk, seq in rows.values_list("pk", "next_seq")}
+
+
+def _queued_counts(device_pks: Sequence[int]) -> dict[int, int]:
+    if not device_pks:
+        return {}
+    return dict(
+        Envelope.objects.filter(device_id__in=device_pks)
+        .values("device_id")
+        .annotate(n=Count("pk"))
+        .values_list("device_id", "n")
+    )
+
+
+def _store_next_seqs(moved: Sequence[tuple[int, int]]) -> None:
+    """(next_seq, pk) pairs, written under the locks ``_lock_devices`` took."""
+    if not moved:
+        return
+    quote = connection.ops.quote_name
+    table = quote(Device._meta.db_table)
+    pk_column = quote(Device._meta.pk.column)
+    seq_column = quote(Device._meta.get_field("next_seq").column)
+    sql = f"UPDATE {table} SET {seq_column} = %s WHERE {pk_column} = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, moved)
+
+
+_ENVELOPE_COLUMNS = (
+    "device",
+    "seq",
+    "sender",
+    "sender_device_id",
+    "server_time_ms",
+    "payload",
+    "expires_at",
+)
+
+
+def _insert_envelopes(rows: Sequence[tuple[Any, ...]]) -> None:
+    """1:1 envelopes (own payload, no shared one), as tuples in ``_ENVELOPE_COLUMNS``
+    order, in multi-row INSERTs: the ORM's per-object work is most of a SEND's cost."""
+    quote = connection.ops.quote_name
+    table = quote(Envelope._meta.db_table)
+    columns = ", ".join(quote(Envelope._meta.get_field(name).column) for name in _ENVELOPE_COLUMNS)
+    row_sql = "(" + ", ".join(["%s"] * len(_ENVELOPE_COLUMNS)) + ")"
+    # At most 100 rows (700 parameters) a statement: within every SQLite build's limit.
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 100):
+            chunk = rows[start : start + 100]
+            values = ", ".join([row_sql] * len(chunk))
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {values}",  # noqa: S608
+                [value for row in chunk for value in row],
+            )
+
+
+def _delete_envelopes(device_pk: int, seqs: Sequence[int]) -> dict[int, int | None]:
+    """Delete the device's envelopes with these seqs: {seq: shared_id} of those deleted.
+    One DELETE ... RETURNING where the database has it; its row locks (PostgreSQL) make
+    two connections acknowledging one seq agree on which of them deleted it."""
+    if not seqs:
+        return {}
+    held: dict[int, int | None]
+    if not connection.features.can_return_rows_from_update:
+        held = dict(
+            Envelope.objects.select_for_update()
+            .filter(device_id=device_pk, seq__in=seqs)
+            .values_list("seq", "shared_id")
+        )
+        if held:
+            Envelope.objects.filter(device_id=device_pk, seq__in=held).delete()
+        return held
+    quote = connection.ops.quote_name
+    table = quote(Envelope._meta.db_table)
+    device_column = quote(Envelope._meta.get_field("device").column)
+    seq_column = quote(Envelope._meta.get_field("seq").column)
+    shared_column = quote(Envelope._meta.get_field("shared").column)
+    held = {}
+    with connection.cursor() as cursor:
+        # At most 1,000 seqs a statement (an ACK may name 10,000).
+        for start in range(0, len(seqs), 1000):
+            chunk = seqs[start : start + 1000]
+            placeholders = ", ".join(["%s"] * len(chunk))
+            cursor.execute(
+                f"DELETE FROM {table} WHERE {device_column} = %s "  # noqa: S608
+                f"AND {seq_column} IN ({placeholders}) RETURNING {seq_column}, {shared_column}",
+                [device_pk, *chunk],
+            )
+            held.update((int(seq), shared) for seq, shared in cursor.fetchall())
+    return held
 
 
 # --- delivering ---------------------------------------------------------------------------

@@ -22,8 +22,10 @@ from protocol.errors import ErrorCode, ProtocolError
 HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHORIZED: status.HTTP_401_UNAUTHORIZED,
     ErrorCode.FORBIDDEN: status.HTTP_403_FORBIDDEN,
+    ErrorCode.NOT_A_MEMBER: status.HTTP_403_FORBIDDEN,
     ErrorCode.BAD_ORIGIN: status.HTTP_403_FORBIDDEN,
     ErrorCode.CONSENT_REQUIRED: status.HTTP_403_FORBIDDEN,
+    ErrorCode.UNDER_AGE: status.HTTP_403_FORBIDDEN,
     ErrorCode.NOT_FOUND: status.HTTP_404_NOT_FOUND,
     ErrorCode.UNKNOWN_ACCOUNT: status.HTTP_404_NOT_FOUND,
     ErrorCode.UNKNOWN_DEVICE: status.HTTP_404_NOT_FOUND,
@@ -36,6 +38,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.DUPLICATE_PREKEY_ID: status.HTTP_409_CONFLICT,
     ErrorCode.DEVICE_MISMATCH: status.HTTP_409_CONFLICT,
     ErrorCode.UPLOAD_OFFSET_MISMATCH: status.HTTP_409_CONFLICT,
+    ErrorCode.UPLOAD_INCOMPLETE: status.HTTP_409_CONFLICT,
     ErrorCode.LINK_EXPIRED: status.HTTP_410_GONE,
     ErrorCode.ATTACHMENT_EXPIRED: status.HTTP_410_GONE,
     ErrorCode.CIPHERTEXT_TOO_LARGE: status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
@@ -44,9 +47,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_LARGE: status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     ErrorCode.PREKEY_STORE_FULL: status.HTTP_422_UNPROCESSABLE_ENTITY,
     ErrorCode.DEVICE_LIMIT_REACHED: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    ErrorCode.GROUP_TOO_LARGE: status.HTTP_422_UNPROCESSABLE_ENTITY,
     ErrorCode.QUEUE_FULL: status.HTTP_422_UNPROCESSABLE_ENTITY,
     ErrorCode.NO_PREKEYS: status.HTTP_422_UNPROCESSABLE_ENTITY,
-    ErrorCode.UNDER_AGE: status.HTTP_422_UNPROCESSABLE_ENTITY,
     ErrorCode.RATE_LIMITED: status.HTTP_429_TOO_MANY_REQUESTS,
     ErrorCode.SERVER_BUSY: status.HTTP_503_SERVICE_UNAVAILABLE,
     ErrorCode.INTERNAL: status.HTTP_500_INTERNAL_SERVER_ERROR,
@@ -165,4 +168,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     response = Response(error.body(), status=status_code)
     if error.retry_after is not None:
         response["Retry-After"] = str(error.retry_after)
+    # A 401 names the scheme to authenticate with (RFC 9110 §11.6.1), as DRF's own handler
+    # does: APIView puts it on the exception.
+    auth_header = getattr(exc, "auth_header", None)
+    if auth_header and status_code == status.HTTP_401_UNAUTHORIZED:
+        response["WWW-Authenticate"] = auth_header
     return response

@@ -17,6 +17,7 @@ DATABASE_URL       e.g. ``postgres://user:pw@host/db``. Default: SQLite at
                    ``var/sealpost.sqlite3``.
 REDIS_URL          e.g. ``redis://127.0.0.1:6379/0``: use Redis as the channel layer (needed
                    for more than one Daphne process). Default: in-memory layer.
+CHANNEL_LAYER_PREFIX  key prefix in Redis, for deployments sharing one. Default ``asgi``.
 REGION             the deployment's region (``deploy/regions/<region>.yaml``). Default ``eu``.
                    Its policy is validated here: an invalid one stops every command
                    (check, migrate, runserver, Daphne) with one line naming the field.
@@ -31,6 +32,20 @@ PURGE_SCHEDULER    ``auto`` (default: in Daphne and runserver only), ``on`` or `
 ALLOWED_HOSTS      comma-separated host names. Default: localhost, 127.0.0.1, [::1].
 CSRF_TRUSTED_ORIGINS  comma-separated origins (``https://chat.example``), for a proxy.
 LOG_LEVEL          level of the root logger. Default INFO.
+ATTACHMENTS_DIR    where attachment blobs are stored. Default ``var/attachments``.
+ATTACHMENTS_S3_BUCKET  store attachment blobs in this S3-compatible bucket instead (needs
+                   django-storages[s3]; docs/deploy.md, "Attachment storage"), with
+                   ATTACHMENTS_S3_ENDPOINT_URL and ATTACHMENTS_S3_REGION where needed.
+ATTACHMENT_BYTES_PER_DAY  bytes of attachment blobs an account may create in 24 hours
+                   (rate_limited beyond). Default 1 GiB.
+CACHE_KEY_PREFIX   key prefix of the rate-limit counters in Redis (with REDIS_URL). Default:
+                   CHANNEL_LAYER_PREFIX's value, else ``sealpost``.
+NUM_PROXIES        trusted proxies in front of the server: the client address for rate limits
+                   is the entry the outermost one appended to X-Forwarded-For. Default 0
+                   (the socket's peer address).
+SIGNUPS_PER_ADDRESS, PREKEY_CLAIMS_PER_ACCOUNT, PREKEY_CLAIMS_PER_DEVICE_PAIR,
+PREKEY_CLAIMS_PER_TARGET_DEVICE  override the abuse limits of the same names (SEALPOST
+                   below; keys/throttles.py explains them).
 =================  ==========================================================================
 """
 
@@ -134,6 +149,9 @@ CSRF_COOKIE_SECURE = PRODUCTION
 SECURE_SSL_REDIRECT = PRODUCTION
 SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365 if PRODUCTION else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
+# "preload" in the header only makes the domain eligible for the browsers' preload list;
+# submitting it (hstspreload.org) stays the operator's decision. `check --deploy` wants it.
+SECURE_HSTS_PRELOAD = PRODUCTION
 if PRODUCTION:
     # TLS ends at the load balancer, which must set this header (and strip it from clients).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -149,6 +167,8 @@ SECURE_CSP = {
     "script-src": [CSP.SELF],
     "style-src": [CSP.SELF],
     "img-src": [CSP.SELF, "data:", "blob:"],
+    # Voice messages play from the object URL of their decrypted blob.
+    "media-src": [CSP.SELF, "blob:"],
     "connect-src": [CSP.SELF],
     "object-src": [CSP.NONE],
     "frame-ancestors": [CSP.NONE],
@@ -173,6 +193,8 @@ INSTALLED_APPS = [
     "channels",
     "keys",
     "messaging",
+    "groups",
+    "attachments",
     "compliance",
     "web",
 ]
@@ -239,6 +261,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": str(VAR_DIR / f"test_sealpost_{os.getpid()}.sqlite3"),
         **DATABASES["default"].get("TEST", {}),
     }
+else:
+    # One test database per run (pid), for the same reason as SQLite's above: two runs
+    # against one server would otherwise drop each other's.
+    DATABASES["default"]["TEST"] = {
+        "NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}",
+        **DATABASES["default"].get("TEST", {}),
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -262,6 +291,8 @@ if REDIS_URL:
                 ],
                 "capacity": 2000,
                 "expiry": 60,
+                # Deployments sharing one Redis (or test servers) keep apart by prefix.
+                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="asgi"),
             },
         },
     }
@@ -271,6 +302,35 @@ else:
         "default": {
             "BACKEND": "channels.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": 2000, "expiry": 60},
+        }
+    }
+
+# --- cache: rate-limit counters and lock-outs ------------------------------------------
+# project.ratelimit counts attempts here (sign-ups, failed log-ins, prekey claims). With
+# REDIS_URL every process shares the counters (INCR is atomic); the embedded default's one
+# process keeps them in memory. Nothing else is cached.
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # Deployments (and test servers) sharing one Redis keep their counters apart.
+            "KEY_PREFIX": env.str(
+                "CACHE_KEY_PREFIX", default=env.str("CHANNEL_LAYER_PREFIX", default="sealpost")
+            ),
+            # redis-py 8's pool fails at once beyond 100 connections (see CHANNEL_LAYERS).
+            "OPTIONS": {"max_connections": 2**31 - 1},
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "sealpost",
+            # Counters expire on their own; this only bounds memory under a flood of
+            # distinct addresses (the oldest entries go first).
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
 
@@ -307,7 +367,34 @@ STORAGES = {
             else "whitenoise.storage.CompressedManifestStaticFilesStorage"
         ),
     },
+    # Encrypted attachment blobs (attachments.services), never served as files: only the
+    # API reads them back. Private to the server's user on a filesystem.
+    "attachments": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {
+            "location": env.path("ATTACHMENTS_DIR", default=VAR_DIR / "attachments"),
+            "file_permissions_mode": 0o600,
+            "directory_permissions_mode": 0o700,
+        },
+    },
 }
+ATTACHMENTS_S3_BUCKET: str = env.str("ATTACHMENTS_S3_BUCKET", default="")
+if ATTACHMENTS_S3_BUCKET:
+    # django-storages' S3 backend (not a dependency: install django-storages[s3] where it
+    # is used). Credentials come the way boto3 finds them: AWS_ACCESS_KEY_ID and
+    # AWS_SECRET_ACCESS_KEY in the environment, or the instance's role.
+    STORAGES["attachments"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": ATTACHMENTS_S3_BUCKET,
+            "endpoint_url": env.str("ATTACHMENTS_S3_ENDPOINT_URL", default=None),
+            "region_name": env.str("ATTACHMENTS_S3_REGION", default=None),
+            "location": "attachments",
+            "default_acl": "private",
+            "file_overwrite": False,
+            "querystring_auth": True,
+        },
+    }
 
 # --- REST API ---------------------------------------------------------------------------
 
@@ -370,6 +457,8 @@ SEALPOST = {
     "MAX_PREKEYS_STORED": 1_000,  # per kind and device: prekey_store_full
     "PREKEY_LOW_WATERMARK": 10,  # below this, the device gets a PREKEYS_LOW notice
     "MAX_QUEUE_PER_DEVICE": env.int("MAX_QUEUE_PER_DEVICE", default=10_000),  # queue_full
+    # Members per group (group_too_large); never above protocol.groups.MAX_GROUP_MEMBERS.
+    "MAX_GROUP_MEMBERS": env.int("MAX_GROUP_MEMBERS", default=1_000),
     # The policy's maximums for undelivered envelopes, attachments and idle devices and
     # accounts (ENVELOPE_TTL_SECONDS may lower the first, within the policy).
     "ENVELOPE_TTL_SECONDS": _RETENTION.envelope_ttl_seconds,
@@ -380,4 +469,32 @@ SEALPOST = {
     "MAX_UNACKED": 256,  # envelopes in flight to one connection before it must ack
     "WS_FRAMES_PER_SECOND": env.int("WS_FRAMES_PER_SECOND", default=100),  # rate_limited
     "WS_FRAME_BURST": env.int("WS_FRAME_BURST", default=400),
+    # attachment_too_large: 100 MiB of file in 1,600 chunks of 64 KiB, each with its
+    # 16-byte tag (docs/protocol.md §17.5).
+    "MAX_ATTACHMENT_BLOB_BYTES": 104_857_600 + 16 * 1600,
+    # rate_limited: bytes of blobs one account may create in any 24 hours.
+    "ATTACHMENT_BYTES_PER_DAY": env.int("ATTACHMENT_BYTES_PER_DAY", default=1024**3),
+    # --- abuse limits (keys/throttles.py, docs/threat-model.md). Counters in CACHES. ---
+    # Trusted proxies in front of the server, for the client address (project.ratelimit).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
+    # rate_limited: sign-up attempts per client address and window.
+    "SIGNUPS_PER_ADDRESS": env.int("SIGNUPS_PER_ADDRESS", default=20),
+    "SIGNUP_WINDOW_SECONDS": 3600,
+    # rate_limited: password log-ins. A (username, address) pair is locked from its 5th
+    # failure on, for 60 s doubling per failure up to 15 min; the username as a whole from
+    # its 20th failure in an hour, the same way, but never for addresses that logged in to
+    # it in the last 30 days.
+    "LOGIN_FAILURES_PER_ADDRESS": 5,
+    "LOGIN_FAILURES_PER_USERNAME": 20,
+    "LOGIN_FAILURE_WINDOW_SECONDS": 3600,
+    "LOGIN_FAILURE_MEMORY_SECONDS": 86_400,
+    "LOGIN_LOCKOUT_BASE_SECONDS": 60,
+    "LOGIN_LOCKOUT_MAX_SECONDS": 900,
+    "LOGIN_KNOWN_ADDRESS_SECONDS": 30 * 86_400,
+    # Prekey claims per window. Beyond any, a claim succeeds without one-time prekeys
+    # (signed + last-resort KEM prekey only), so nobody can drain a device's stock.
+    "PREKEY_CLAIMS_PER_ACCOUNT": env.int("PREKEY_CLAIMS_PER_ACCOUNT", default=1_000),
+    "PREKEY_CLAIMS_PER_DEVICE_PAIR": env.int("PREKEY_CLAIMS_PER_DEVICE_PAIR", default=5),
+    "PREKEY_CLAIMS_PER_TARGET_DEVICE": env.int("PREKEY_CLAIMS_PER_TARGET_DEVICE", default=200),
+    "PREKEY_CLAIM_WINDOW_SECONDS": 3600,
 }

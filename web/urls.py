@@ -12,4 +12,5 @@ urlpatterns = [
     path("login", views.login, name="login"),
     path("chat", views.chat, name="chat"),
     path("security", views.security, name="security"),
+    path("privacy", views.privacy, name="privacy"),
 ]

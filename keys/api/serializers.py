@@ -20,6 +20,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from compliance.api.serializers import StrictBooleanField, StrictCharField
 from keys.services import MAX_DEVICE_NAME, DeviceInput, decode_exact
 from project.errors import ServiceError
 from protocol.devicelist import SignedDeviceList
@@ -235,6 +236,26 @@ class SignUpSerializer(WithDeviceList):
     )
     identity_key_b64 = Base64Field(help_text="the account identity key: Ed25519 public, 32 bytes")
     device = DeviceUploadSerializer()
+    # The age rule and consent of the region policy (compliance.consent.check_sign_up).
+    birth_date = serializers.DateField(
+        required=False,
+        input_formats=["%Y-%m-%d"],
+        help_text="YYYY-MM-DD; below the region's minimum sign-up age the answer is under_age. "
+        "Not stored: only the day the person reaches the age of self-consent is.",
+    )
+    age_confirmed = StrictBooleanField(
+        required=False,
+        help_text="instead of birth_date: true states the person is at least the region's "
+        "age of self-consent. With neither, optional purposes stay off (and a region whose "
+        "service rests on consent refuses the sign-up)",
+    )
+    consents = serializers.ListField(
+        child=StrictCharField(max_length=64),
+        required=False,
+        max_length=32,
+        help_text="ids of the consent purposes (GET /api/v1/policy) the person agreed to; "
+        "necessary ones are recorded anyway, optional ones left out are recorded as refused",
+    )
 
 
 class _OptionalCredentials(serializers.Serializer):

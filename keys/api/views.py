@@ -37,10 +37,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from keys import services
+from compliance import consent
+from keys import services, throttles
 from keys.auth import DeviceOrLinkTokenAuthentication, DeviceTokenAuthentication
 from keys.models import Account, Device, LinkToken
 from project.errors import ServiceError
+from project.ratelimit import client_address
 from protocol.errors import ErrorCode
 
 from . import serializers as s
@@ -94,16 +96,22 @@ def _caller_device(request: Request) -> Device:
     return request.auth
 
 
-def _account_by_password(username: str | None, password: str | None) -> Account:
+def _account_by_password(request: Request, username: str | None, password: str | None) -> Account:
+    """The account whose password this is, within the log-in limits (keys.throttles)."""
     if not username or password is None:
         raise ServiceError(
             ErrorCode.UNAUTHORIZED,
             "send a device token, or username and password in the body",
         )
-    user = authenticate(username=username.strip().lower(), password=password)
+    username = username.strip().lower()
+    address = client_address(request)
+    throttles.check_login(username, address)
+    user = authenticate(username=username, password=password)
     account = Account.objects.filter(user=user).first() if user is not None else None
     if account is None:
+        throttles.login_failed(username, address)
         raise ServiceError(ErrorCode.UNAUTHORIZED, "wrong username or password")
+    throttles.login_succeeded(username, address)
     return account
 
 
@@ -125,7 +133,8 @@ class AccountsView(KeysAPIView):
         summary="Sign up: create an account and its first device",
         description=(
             "A request from a browser (it carries the session or CSRF cookie) must pass the "
-            "CSRF check and is also logged in."
+            "CSRF check and is also logged in. The region's age rule and consent purposes "
+            "apply (`birth_date` or `age_confirmed`, and `consents`; docs/api.md)."
         ),
         request=s.SignUpSerializer,
         responses={
@@ -137,6 +146,9 @@ class AccountsView(KeysAPIView):
                 ErrorCode.WEAK_PASSWORD,
                 ErrorCode.USERNAME_TAKEN,
                 ErrorCode.FORBIDDEN,
+                ErrorCode.RATE_LIMITED,
+                ErrorCode.UNDER_AGE,
+                ErrorCode.CONSENT_REQUIRED,
             ),
         },
         auth=[],
@@ -144,15 +156,21 @@ class AccountsView(KeysAPIView):
     )
     def post(self, request: Request) -> Response:
         browser = _check_csrf_if_browser(request)
+        throttles.check_sign_up(client_address(request))
         serializer = s.SignUpSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        # The region's age rule first: an under-age sign-up leaves nothing behind.
+        answers = consent.check_sign_up(
+            data.get("birth_date"), data.get("age_confirmed"), data.get("consents")
+        )
         device, token = services.register_account(
             data["username"],
             data["password"],
             data["identity_key_b64"],
             data["device"]["device_input"],
             data["device_list"],
+            then=lambda account: consent.record_sign_up(account, answers),
         )
         if browser:
             login(
@@ -175,7 +193,10 @@ class SessionView(KeysAPIView):
         responses={
             200: s.SessionSerializer,
             **error_responses(
-                ErrorCode.INVALID_REQUEST, ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN
+                ErrorCode.INVALID_REQUEST,
+                ErrorCode.UNAUTHORIZED,
+                ErrorCode.FORBIDDEN,
+                ErrorCode.RATE_LIMITED,
             ),
         },
         auth=[],
@@ -186,7 +207,7 @@ class SessionView(KeysAPIView):
         serializer = s.SessionRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         account = _account_by_password(
-            serializer.validated_data["username"], serializer.validated_data["password"]
+            request, serializer.validated_data["username"], serializer.validated_data["password"]
         )
         login(request._request, account.user, backend="django.contrib.auth.backends.ModelBackend")
         return Response(s.SessionSerializer({"username": account.username}).data)
@@ -251,6 +272,7 @@ class DevicesView(KeysAPIView):
                 ErrorCode.DEVICE_LIMIT_REACHED,
                 ErrorCode.LINK_NOT_FOUND,
                 ErrorCode.LINK_EXPIRED,
+                ErrorCode.RATE_LIMITED,
             ),
         },
         tags=["devices"],
@@ -297,7 +319,9 @@ class DevicesView(KeysAPIView):
             if request.auth is not None or request.user.is_authenticated:
                 account = _caller_account(request)
             else:
-                account = _account_by_password(fields.get("username"), fields.get("password"))
+                account = _account_by_password(
+                    request, fields.get("username"), fields.get("password")
+                )
             device, token = services.add_device(
                 account, device_input, fields["device_list"], field_prefix=prefix
             )
@@ -414,7 +438,7 @@ class ProvisioningView(KeysAPIView):
         tags=["linking"],
     )
     def post(self, request: Request) -> Response:
-        slot = services.create_provisioning_slot(str(request.META.get("REMOTE_ADDR") or ""))
+        slot = services.create_provisioning_slot(client_address(request))
         return Response(s.ProvisioningAddressSerializer(slot).data, status=status.HTTP_201_CREATED)
 
 
@@ -665,7 +689,10 @@ class BundlesView(KeysAPIView):
         description=(
             "Without `device_ids`, every device of the account, except the calling device "
             "when it belongs to that account. A device with no one-time prekeys left gets a "
-            "bundle without a one-time X25519 prekey, carrying its last-resort KEM prekey."
+            "bundle without a one-time X25519 prekey, carrying its last-resort KEM prekey. "
+            "So does every bundle beyond the claim limits (per requesting account, per "
+            "account and target device, per target device; docs/api.md): a claim is never "
+            "refused for them, it just hands out no one-time prekeys."
         ),
         parameters=[USERNAME_PARAMETER],
         request=s.BundleClaimSerializer,
@@ -676,11 +703,14 @@ class BundlesView(KeysAPIView):
         tags=["keys"],
     )
     def post(self, request: Request, username: str) -> Response:
-        _caller_account(request)
+        caller = _caller_account(request)
         serializer = s.BundleClaimSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         requester = request.auth if isinstance(request.auth, Device) else None
         claimed = services.claim_bundles(
-            requester, username, serializer.validated_data.get("device_ids")
+            requester,
+            username,
+            serializer.validated_data.get("device_ids"),
+            requester_account_pk=caller.pk,
         )
         return Response(s.ClaimedBundlesSerializer(claimed).data)

@@ -76,6 +76,10 @@ def test_the_purge_reuses_the_envelope_purger_in_batches(monkeypatch: pytest.Mon
         "idle_devices": 0,
         "link_tokens": 0,
         "provisioning_slots": 0,
+        "attachments": 0,
+        "connection_logs": 0,
+        "audit_records": 0,
+        "export_archives": 0,
     }
     assert calls == [(moment, 2)]
     assert envelope_seqs(bob) == [] and envelope_seqs(carol) == [1]
@@ -212,4 +216,8 @@ def test_the_purge_runs_every_kind_in_order() -> None:
         "idle_devices",
         "link_tokens",
         "provisioning_slots",
+        "attachments",
+        "connection_logs",
+        "audit_records",
+        "export_archives",
     ]

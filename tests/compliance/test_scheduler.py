@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -120,11 +119,14 @@ queue_envelopes(alice, bob, [b"fresh"])
 
 
 @pytest.mark.e2e
-def test_daphne_runs_the_purge_on_its_interval(tmp_path: Path) -> None:
+def test_daphne_runs_the_purge_on_its_interval(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     seed = base64.b64encode(bytes(32)).decode()
     server = LiveServer(
         tmp_path, extra_env={"PURGE_INTERVAL_SECONDS": "1", "DEPLOYMENT_SIGNING_KEY": seed}
     )
+    request.addfinalizer(server.cleanup)
     server.migrate()
     subprocess.run(
         [sys.executable, "-c", SEED_EXPIRED_ENVELOPE],
@@ -134,9 +136,8 @@ def test_daphne_runs_the_purge_on_its_interval(tmp_path: Path) -> None:
     )
 
     def envelopes() -> int:
-        with sqlite3.connect(server.db_path) as db:
-            count: int = db.execute("SELECT COUNT(*) FROM messaging_envelope").fetchone()[0]
-        return count
+        ((count,),) = server.query("SELECT COUNT(*) FROM messaging_envelope")
+        return int(count)
 
     assert envelopes() == 2
     server.start()

@@ -14,7 +14,6 @@ import asyncio
 import json
 import queue
 import secrets
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -213,39 +212,37 @@ async def _receive(client: Client, wait: float = 0.5) -> list[Event]:
 def _insert_device(server: LiveServer, username: str, keys: DeviceKeys) -> None:
     """A device row written straight into the server's database, as an attacker with
     database access would: the account's signed list knows nothing of it."""
-    with sqlite3.connect(server.db_path) as db:
-        (account_id,) = db.execute(
-            "SELECT keys_account.id FROM keys_account JOIN auth_user "
-            "ON keys_account.user_id = auth_user.id WHERE auth_user.username = ?",
-            (username,),
-        ).fetchone()
-        db.execute(
-            "INSERT INTO keys_device (account_id, device_id, registration_id, certificate, "
-            "identity_key, name, token_hash, signed_prekey, last_resort_kem_prekey, next_seq, "
-            "created_at) VALUES (?, ?, ?, ?, ?, 'rogue', ?, ?, ?, 1, '2026-11-27 00:00:00')",
-            (
-                account_id,
-                keys.device_id,
-                keys.certificate.registration_id,
-                keys.certificate.encode(),
-                keys.identity_key,
-                secrets.token_hex(32),
-                b"",
-                b"",
-            ),
-        )
+    ((account_id,),) = server.query(
+        "SELECT keys_account.id FROM keys_account JOIN auth_user "
+        "ON keys_account.user_id = auth_user.id WHERE auth_user.username = ?",
+        (username,),
+    )
+    server.query(
+        "INSERT INTO keys_device (account_id, device_id, registration_id, certificate, "
+        "identity_key, name, token_hash, signed_prekey, last_resort_kem_prekey, next_seq, "
+        "created_at) VALUES (?, ?, ?, ?, ?, 'rogue', ?, ?, ?, 1, '2026-11-27 00:00:00')",
+        (
+            account_id,
+            keys.device_id,
+            keys.certificate.registration_id,
+            keys.certificate.encode(),
+            keys.identity_key,
+            secrets.token_hex(32),
+            b"",
+            b"",
+        ),
+    )
 
 
 def _envelopes_for(server: LiveServer, username: str, device_id: int) -> int:
-    with sqlite3.connect(server.db_path) as db:
-        (count,) = db.execute(
-            "SELECT count(*) FROM messaging_envelope JOIN keys_device "
-            "ON messaging_envelope.device_id = keys_device.id "
-            "JOIN keys_account ON keys_device.account_id = keys_account.id "
-            "JOIN auth_user ON keys_account.user_id = auth_user.id "
-            "WHERE auth_user.username = ? AND keys_device.device_id = ?",
-            (username, device_id),
-        ).fetchone()
+    ((count,),) = server.query(
+        "SELECT count(*) FROM messaging_envelope JOIN keys_device "
+        "ON messaging_envelope.device_id = keys_device.id "
+        "JOIN keys_account ON keys_device.account_id = keys_account.id "
+        "JOIN auth_user ON keys_account.user_id = auth_user.id "
+        "WHERE auth_user.username = ? AND keys_device.device_id = ?",
+        (username, device_id),
+    )
     return int(count)
 
 

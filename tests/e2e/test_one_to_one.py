@@ -100,9 +100,7 @@ def test_two_clients_exactly_once_across_restarts(server: LiveServer, tmp_path: 
     a_to_b, b_to_a = asyncio.run(_conversation(server, tmp_path / "homes"))
     server.stop()
 
-    stored = b"".join(
-        path.read_bytes() for path in server.workdir.glob("sealpost.sqlite3*") if path.is_file()
-    )
+    stored = server.stored_bytes()
     log = server.log_path.read_bytes()
     assert len(stored) > 10_000 and b"alice" in stored  # the search reads the real files
     for text in a_to_b + b_to_a:

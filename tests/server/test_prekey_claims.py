@@ -36,6 +36,19 @@ CLAIMS = 20
 STOCK = 10
 
 
+@pytest.fixture(autouse=True)
+def _no_claim_limits(settings: Any) -> None:
+    """These tests are about handing each prekey out once; the claim limits, which hold
+    one-time prekeys back from a claimer who asks too often, have their own tests
+    (tests/server/test_abuse_limits.py)."""
+    settings.SEALPOST = {
+        **settings.SEALPOST,
+        "PREKEY_CLAIMS_PER_ACCOUNT": 10**6,
+        "PREKEY_CLAIMS_PER_DEVICE_PAIR": 10**6,
+        "PREKEY_CLAIMS_PER_TARGET_DEVICE": 10**6,
+    }
+
+
 def claim(who: SignedUp, username: str, device_ids: list[int] | None = None) -> Any:
     body = {} if device_ids is None else {"device_ids": device_ids}
     return who.client().post(f"/api/v1/accounts/{username}/bundles", body, format="json")

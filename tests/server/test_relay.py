@@ -33,6 +33,7 @@ from protocol.frames import (
     encode_frame,
 )
 from protocol.limits import MAX_CIPHERTEXT_BYTES
+from tests.conftest import fresh_channel_layers
 from tests.server.relay_helpers import (
     TIMEOUT,
     TestDevice,
@@ -49,10 +50,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def _in_memory_layer(settings: Any) -> None:
-    # A fresh layer for every test (changing the setting drops the cached one), and never
-    # Redis, whatever REDIS_URL says.
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+def _fresh_layer(settings: Any) -> None:
+    # A fresh layer for every test (changing the setting drops the cached one): in memory,
+    # or Redis in the scale-out run.
+    settings.CHANNEL_LAYERS = fresh_channel_layers()
 
 
 @pytest.fixture
