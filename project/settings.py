@@ -298,9 +298,10 @@ if REDIS_URL:
     }
 else:
     # Only reaches consumers of this one process: the embedded default runs one Daphne.
+    # Channels' in-memory layer with its per-message expiry sweep bounded (messaging.layers).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "messaging.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": 2000, "expiry": 60},
         }
     }

@@ -559,9 +559,14 @@ def frame_send(relay: Relay) -> None:
             assert isinstance(await socket.recv(), SendOk)
 
     async_to_sync(run)()
-    newest = Envelope.objects.filter(device_id=relay.bob.pk).order_by("-seq").first()
+    newest = (
+        Envelope.objects.filter(device_id=relay.bob.pk)
+        .select_related("sender__user")
+        .order_by("-seq")
+        .first()
+    )
     assert newest is not None
-    assert (newest.sender, newest.sender_device) == ("alice", 1)
+    assert (newest.sender.username, newest.sender_device_id) == ("alice", 1)
 
 
 def frame_ack(relay: Relay) -> None:
