@@ -134,12 +134,55 @@ says the history a linked device was sent is in ``messages()`` (imported message
 reported one by one; incoming ones count as read, and they follow, in ``messages()``, what
 arrived before the import). ``DeviceRefused(username, device_id, reason)`` goes to
 ``on_event``.
+
+Groups (``client.groups``, a ``client.groups.Groups``; docs/protocol.md §17.6)
+    ``await create(name, members) -> id`` (32 hex digits), ``await send_text(group, text)
+    -> message_id`` (one GROUP_SEND, whatever the size), ``await add(group, usernames)``,
+    ``await remove(group, username)``, ``await leave(group)``, ``await rename(group,
+    name)``, ``await set_admin(group, username, admin)``, ``await fetch(group)`` (members,
+    admins and roster from the server), and, offline, ``local_groups()``, ``local(group)``,
+    ``messages(group)`` and ``events(group)``. ``receive()`` yields group texts as
+    ``MessageReceived`` with ``group`` set (the id; None for 1:1) and membership or name
+    changes as ``GroupUpdated(group, actor, device, action, name, timer_seconds, targets,
+    text, sent_at_ms, server_time_ms, event_id)``.
+
+Files (``client.attachments``; docs/protocol.md §17.5, docs/api.md "Attachments")
+    ``await send_file(username, path, *, content_type=None, voice=False, caption="",
+    progress=None) -> message_id`` encrypts the file with a fresh key into a temporary blob
+    under ``<home>/tmp/``, uploads it in chunks (resuming from the server's offset after a
+    lost connection, a timeout or a 409; ``upload_stats`` counts bytes and resumes), then
+    sends the ATTACHMENT pointer like a text (SENT_CONTENT to our other devices).
+    ``receive()`` downloads each file (resuming with ``Range``), checks and decrypts it and
+    saves it as ``<home>/downloads/<safe name>``, then yields ``AttachmentReceived(from_,
+    device, message_id, file_name, content_type, size, caption, voice, path, code, ...)``:
+    ``path`` None and ``code`` DECRYPT_FAILED (tampered), ATTACHMENT_EXPIRED or
+    UNKNOWN_ATTACHMENT when nothing was kept. ``messages()`` lists them as kind
+    "attachment" with ``.attachment`` (pointer, state, path). Attachments take receipts.
+
+Typing indicators
+    ``await send_typing(username, started=True) -> bool``: an EPHEMERAL send over existing
+    sessions, never stored by the server; received ones are ``TypingChanged(from_, device,
+    started, sent_at_ms)``. ``typing`` / ``set_typing(enabled)``: the stored setting (off:
+    none sent, none shown), separate from ``receipts``.
+
+Disappearing messages (``client.disappearing``)
+    ``await set_timer(username, seconds)`` (0: off) sends a TIMER and stores the
+    conversation's timer (``timer(username)``); either side may set it, and a received
+    one is ``TimerChanged(peer, by, timer_seconds, sent_at_ms, message_id)`` and a "timer"
+    entry in ``messages()``. While it is set, texts and files go as EXPIRING in EXPIRES
+    sends (ttl_seconds = the timer, so the relay drops its copy by then) and are deleted
+    here ``timer`` seconds after sending (sender) or arrival (receiver), with the files
+    saved for them: ``purge_expired()`` runs on open, on every send and receive and on a
+    timer inside ``receive()``, and ``messages()`` never lists an expired message.
+    ``MessageReceived.expires_at_ms`` and ``SentByMe.expires_at_ms`` say when.
 """
 
 from .core import (
+    AttachmentReceived,
     Client,
     DeviceRefused,
     Event,
+    GroupUpdated,
     HistoryImported,
     IdentityChanged,
     LinkApproved,
@@ -147,15 +190,19 @@ from .core import (
     MessageReceived,
     MessageStatusChanged,
     SentByMe,
+    TimerChanged,
+    TypingChanged,
     UndecryptableMessage,
 )
 from .errors import LocalErrorCode, SealpostError
 from .store import StoredMessage
 
 __all__ = [
+    "AttachmentReceived",
     "Client",
     "DeviceRefused",
     "Event",
+    "GroupUpdated",
     "HistoryImported",
     "IdentityChanged",
     "LinkApproved",
@@ -166,5 +213,7 @@ __all__ = [
     "SealpostError",
     "SentByMe",
     "StoredMessage",
+    "TimerChanged",
+    "TypingChanged",
     "UndecryptableMessage",
 ]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import date
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
@@ -26,6 +27,7 @@ from .errors import LocalErrorCode, SealpostError
 
 DEFAULT_TIMEOUT = 30.0
 MAX_PROVISIONING_WAIT = 30  # seconds the server holds GET /api/v1/provisioning/{address}
+CHUNK_CONTENT_TYPE = "application/offset+octet-stream"  # an attachment upload's PATCH body
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,17 @@ class Expiring:
     """A provisioning address or a link token, with the server's expiry time."""
 
     value: str
+    expires_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlobUpload:
+    """``POST /api/v1/attachments``: the new blob, and the chunk size the server suggests."""
+
+    id: str  # 32 lower-case hex digits
+    size: int
+    offset: int
+    chunk_bytes: int
     expires_at: str
 
 
@@ -164,14 +177,26 @@ class Api:
         identity_key: bytes,
         device: DeviceUpload,
         device_list: bytes,
+        *,
+        birth_date: date | None = None,
+        age_confirmed: bool | None = None,
+        consents: Sequence[str] | None = None,
     ) -> Registration:
-        body = {
+        """Sign up. The region's age rule takes ``birth_date`` or ``age_confirmed``, and
+        ``consents`` the purposes agreed to; each goes in the body only when given."""
+        body: dict[str, Any] = {
             "username": username,
             "password": password,
             "identity_key_b64": _b64(identity_key),
             "device": _device_body(device),
             "device_list_b64": _b64(device_list),
         }
+        if birth_date is not None:
+            body["birth_date"] = birth_date.isoformat()
+        if age_confirmed is not None:
+            body["age_confirmed"] = age_confirmed
+        if consents is not None:
+            body["consents"] = list(consents)
         return _registration(await self._request("POST", "/api/v1/accounts", json=body))
 
     async def account_keys(self, username: str, *, bearer: str | None = None) -> AccountKeys:
@@ -301,6 +326,81 @@ class Api:
             json={"kem_prekey_b64": _b64(kem_prekey)},
         )
 
+    # --- attachments (docs/api.md, "Attachments") ---------------------------------------
+
+    async def create_blob(self, size: int) -> BlobUpload:
+        """Announce an encrypted blob of ``size`` bytes (``protocol.attachments.blob_size``)."""
+        data = _object(await self._request("POST", "/api/v1/attachments", json={"size": size}))
+        return BlobUpload(
+            _str(data, "id"),
+            _int(data, "size"),
+            _int(data, "offset"),
+            _int(data, "chunk_bytes"),
+            _str(data, "expires_at"),
+        )
+
+    async def upload_chunk(self, blob_id: str, offset: int, chunk: bytes) -> int:
+        """Append ``chunk`` at ``offset`` (which must be where the server is); returns the
+        new offset. A different offset is UPLOAD_OFFSET_MISMATCH: ask ``upload_offset``."""
+        headers = {"Upload-Offset": str(offset), "Content-Type": CHUNK_CONTENT_TYPE}
+        response = await self._raw("PATCH", _blob_path(blob_id), content=chunk, headers=headers)
+        return _upload_offset(response, f"PATCH {_blob_path(blob_id)}")
+
+    async def upload_offset(self, blob_id: str) -> int:
+        """How many bytes of the blob the server holds: where an upload resumes."""
+        response = await self._raw("HEAD", _blob_path(blob_id))
+        return _upload_offset(response, f"HEAD {_blob_path(blob_id)}")
+
+    async def download_blob(self, blob_id: str, start: int = 0) -> AsyncIterator[bytes]:
+        """The blob's bytes from ``start`` on (one ``Range`` request), as they arrive. A
+        lost connection raises UNREACHABLE mid-way: ask again from where it stopped."""
+        path = _blob_path(blob_id)
+        headers = {"Range": f"bytes={start}-", "Accept": "application/octet-stream"}
+        try:
+            async with self._http.stream("GET", path, headers=headers) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise _error_from(response, f"GET {path}")
+                skip = start if response.status_code == 200 else 0  # Range ignored
+                async for piece in response.aiter_bytes():
+                    if skip:
+                        dropped = min(skip, len(piece))
+                        piece, skip = piece[dropped:], skip - dropped
+                    if piece:
+                        yield piece
+        except httpx.TimeoutException:
+            raise SealpostError(
+                LocalErrorCode.UNREACHABLE, f"{self.server_url} did not answer GET {path} in time"
+            ) from None
+        except httpx.TransportError as exc:
+            raise SealpostError(
+                LocalErrorCode.UNREACHABLE, f"GET {path} from {self.server_url}: {_reason(exc)}"
+            ) from None
+
+    async def _raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request whose answer is read from its headers, not a JSON body."""
+        what = f"{method} {path}"
+        try:
+            response = await self._http.request(method, path, content=content, headers=headers)
+        except httpx.TimeoutException:
+            raise SealpostError(
+                LocalErrorCode.UNREACHABLE, f"{self.server_url} did not answer {what} in time"
+            ) from None
+        except httpx.TransportError as exc:
+            raise SealpostError(
+                LocalErrorCode.UNREACHABLE, f"cannot reach {self.server_url}: {_reason(exc)}"
+            ) from None
+        if not response.is_success:
+            raise _error_from(response, what)
+        return response
+
     # --- plumbing -----------------------------------------------------------------------
 
     async def _request(
@@ -395,6 +495,17 @@ def _bad_response(message: str) -> SealpostError:
 
 def _path(username: str) -> str:
     return quote(username, safe="")
+
+
+def _blob_path(blob_id: str) -> str:
+    return f"/api/v1/attachments/{quote(blob_id, safe='')}"
+
+
+def _upload_offset(response: httpx.Response, what: str) -> int:
+    value = response.headers.get("Upload-Offset", "")
+    if not value.isascii() or not value.isdigit():
+        raise _bad_response(f"{what}: no Upload-Offset in the answer")
+    return int(value)
 
 
 def _b64(data: bytes) -> str:

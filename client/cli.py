@@ -1,6 +1,7 @@
 """The ``sealpost`` command (also ``python -m client``): a thin shell over ``Client``.
 
     sealpost [--home DIR] [--server URL] register USERNAME [--password PW]
+                                 [--birth-date YYYY-MM-DD] [--consent PURPOSE]...
     sealpost send USERNAME TEXT...
     sealpost receive [--wait SECONDS] [--json] [--no-receipts]
     sealpost read USERNAME
@@ -12,6 +13,22 @@
     sealpost devices
     sealpost revoke DEVICE_ID [--yes]
     sealpost rename DEVICE_ID NAME
+    sealpost group create NAME [USER...]      (prints the new group's id on its last line)
+    sealpost group send GROUP TEXT...
+    sealpost group add GROUP USER...
+    sealpost group remove GROUP USER
+    sealpost group leave GROUP
+    sealpost group rename GROUP NAME
+    sealpost group admin GROUP USER [--remove]
+    sealpost group list
+    sealpost group show GROUP
+    sealpost send-file USERNAME PATH [--caption TEXT] [--voice] [--content-type TYPE]
+    sealpost timer USERNAME [SECONDS|off]
+    sealpost typing [on|off]
+    sealpost send-typing USERNAME [--stop]
+
+Files, typing indicators and disappearing messages: see ``client.cli_media``. ``receive``
+saves files under ``DIR/downloads/`` and gives a disappearing message's ``"expires_at"``.
 
 Several devices per account: ``link`` (in a new home) shows a link code, as text on a line
 of its own and as a QR code, and waits up to 10 minutes; ``approve-link CODE`` on a device
@@ -22,11 +39,25 @@ up on the others as sent (``--json``: ``{"type": "sent", "to", "text", "sent_at"
 "device"}``). A device the server shows but the account's signed device list does not name
 is never encrypted to: a ``warning: ...`` line on stderr says so.
 
+``register`` answers the region's age rule and consent (docs/api.md, sign-up): with
+``--birth-date`` the server checks it against the region's minimum age (``under_age``
+below it) and never stores it; without it the age is "not stated", which the server
+accepts only where using the service needs no consent, with every optional purpose off.
+``--consent PURPOSE`` (repeatable) agrees to a purpose of the region policy
+(``GET /api/v1/policy``); change answers later with ``/api/v1/consent``.
+
 ``receive`` prints messages and, as their recipients' receipts arrive, the status changes
 of messages sent from this home (``--json``: ``{"type": "status", "peer", "message_id",
 "status"}``). It sends a delivered receipt for each message received, unless
 ``--no-receipts`` or ``sealpost receipts off`` (stored in the home) says not to; ``read``
 marks a conversation read and sends the read receipt.
+
+Groups (docs/protocol.md §17): GROUP is the group's id, 32 hex digits (``group list``
+shows them). A group message is encrypted once with this device's sender key and uploaded
+once; the server fans it out. ``receive`` shows group messages and membership changes
+(``--json``: a message has ``"group"``; a change is ``{"type": "group_update", "group",
+"from", "action", "name", "targets", "text", ...}``). Adding, removing and making
+admins take an admin; anyone may rename the group or leave it.
 
 The home (default ``~/.sealpost``, or ``$SEALPOST_HOME``) remembers the server and the
 device's credentials after ``register``; ``--server`` on a later command overrides the
@@ -46,8 +77,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -55,17 +86,22 @@ from protocol import primitives as p
 from protocol.errors import ProtocolError
 from protocol.provisioning import LinkCode
 
+from . import cli_media
 from .core import (
     DEFAULT_HISTORY_BYTES,
     LINK_TIMEOUT,
+    AttachmentReceived,
     Client,
     DeviceRefused,
     Event,
+    GroupUpdated,
     HistoryImported,
     IdentityChanged,
     MessageReceived,
     MessageStatusChanged,
     SentByMe,
+    TimerChanged,
+    TypingChanged,
     UndecryptableMessage,
 )
 from .errors import LocalErrorCode, SealpostError
@@ -122,6 +158,13 @@ def _device_id(value: str) -> int:
     return device_id
 
 
+def _birth_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sealpost",
@@ -157,6 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--password", help=f"account password (else ${PASSWORD_ENV}, else asked for)"
     )
     register.add_argument("--device-name", default="Python client", help="a name for this device")
+    register.add_argument(
+        "--birth-date",
+        type=_birth_date,
+        metavar="YYYY-MM-DD",
+        help="checked against the region's minimum age and not stored; without it the age "
+        "is not stated and optional purposes stay off",
+    )
+    register.add_argument(
+        "--consent",
+        action="append",
+        default=[],
+        metavar="PURPOSE",
+        help="agree to a consent purpose of the region policy (repeatable)",
+    )
 
     send = commands.add_parser("send", help="send a text message")
     send.add_argument("username", metavar="USERNAME")
@@ -247,11 +304,65 @@ def build_parser() -> argparse.ArgumentParser:
     rename.add_argument("device_id", metavar="DEVICE_ID", type=_device_id)
     rename.add_argument("name", metavar="NAME")
 
+    group = commands.add_parser(
+        "group", help="group chats: create, send, add, remove, leave, rename, admin, list, show"
+    )
+    group_commands = group.add_subparsers(
+        dest="group_command", metavar="GROUP_COMMAND", required=True
+    )
+    g_create = group_commands.add_parser(
+        "create", help="create a group (you are its admin); prints its id last"
+    )
+    g_create.add_argument("name", metavar="NAME")
+    g_create.add_argument("users", metavar="USER", nargs="*", help="the other members")
+    g_send = group_commands.add_parser("send", help="send a text message to a group")
+    g_send.add_argument("group", metavar="GROUP")
+    g_send.add_argument("text", metavar="TEXT", nargs="+", help="the message (words are joined)")
+    g_send.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=SEND_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the server to accept it (default {SEND_TIMEOUT:g})",
+    )
+    g_add = group_commands.add_parser("add", help="add members (admins)")
+    g_add.add_argument("group", metavar="GROUP")
+    g_add.add_argument("users", metavar="USER", nargs="+")
+    g_remove = group_commands.add_parser("remove", help="remove a member (admins)")
+    g_remove.add_argument("group", metavar="GROUP")
+    g_remove.add_argument("user", metavar="USER")
+    g_leave = group_commands.add_parser("leave", help="leave a group")
+    g_leave.add_argument("group", metavar="GROUP")
+    g_rename = group_commands.add_parser("rename", help="give a group a new name")
+    g_rename.add_argument("group", metavar="GROUP")
+    g_rename.add_argument("name", metavar="NAME", nargs="+", help="the name (words are joined)")
+    g_admin = group_commands.add_parser("admin", help="make a member an admin (admins)")
+    g_admin.add_argument("group", metavar="GROUP")
+    g_admin.add_argument("user", metavar="USER")
+    g_admin.add_argument("--remove", action="store_true", help="make an admin a member again")
+    g_list = group_commands.add_parser("list", help="the groups this device knows")
+    g_show = group_commands.add_parser("show", help="a group's name, members and admins")
+    g_show.add_argument("group", metavar="GROUP")
+    for sub in (
+        group,
+        g_create,
+        g_send,
+        g_add,
+        g_remove,
+        g_leave,
+        g_rename,
+        g_admin,
+        g_list,
+        g_show,
+    ):
+        add_globals(sub, argparse.SUPPRESS)
+
     for sub in (
         register, send, receive, read, receipts, safety, trust, link, approve, devices, revoke,
         rename,
     ):  # fmt: skip
         add_globals(sub, argparse.SUPPRESS)
+    cli_media.add_commands(commands, add_globals)
     return parser
 
 
@@ -270,32 +381,39 @@ def event_json(event: Event) -> dict[str, Any]:
     the other types, which carry no readable content, it is the server's time."""
     match event:
         case MessageReceived():
-            return {
-                "type": "message",
-                "id": event.message_id,
-                "from": event.from_,
-                "device": event.device,
-                "text": event.text,
-                "sent_at": iso_ms(event.sent_at_ms),
-                "sent_at_ms": event.sent_at_ms,
-                "server_time": iso_ms(event.server_time_ms),
-                "server_time_ms": event.server_time_ms,
-                "seq": event.seq,
-            }
+            return _in_group(
+                event.group,
+                {
+                    "type": "message",
+                    "id": event.message_id,
+                    "from": event.from_,
+                    "device": event.device,
+                    "text": event.text,
+                    "sent_at": iso_ms(event.sent_at_ms),
+                    "sent_at_ms": event.sent_at_ms,
+                    "server_time": iso_ms(event.server_time_ms),
+                    "server_time_ms": event.server_time_ms,
+                    "seq": event.seq,
+                    **cli_media.expiry_json(event.expires_at_ms),
+                },
+            )
         case UndecryptableMessage():
-            return {
-                "type": "undecryptable",
-                "id": event.message_id,
-                "from": event.from_,
-                "device": event.device,
-                "text": None,
-                "code": event.code.slug,
-                "sent_at": iso_ms(event.server_time_ms),
-                "sent_at_ms": event.server_time_ms,
-                "server_time": iso_ms(event.server_time_ms),
-                "server_time_ms": event.server_time_ms,
-                "seq": event.seq,
-            }
+            return _in_group(
+                event.group,
+                {
+                    "type": "undecryptable",
+                    "id": event.message_id,
+                    "from": event.from_,
+                    "device": event.device,
+                    "text": None,
+                    "code": event.code.slug,
+                    "sent_at": iso_ms(event.server_time_ms),
+                    "sent_at_ms": event.server_time_ms,
+                    "server_time": iso_ms(event.server_time_ms),
+                    "server_time_ms": event.server_time_ms,
+                    "seq": event.seq,
+                },
+            )
         case IdentityChanged():
             return {
                 "type": "identity_changed",
@@ -321,6 +439,8 @@ def event_json(event: Event) -> dict[str, Any]:
                 "text": event.text,
                 "sent_at": iso_ms(event.sent_at_ms),
                 "device": event.device,
+                **({"file_name": event.file_name} if event.file_name is not None else {}),
+                **cli_media.expiry_json(event.expires_at_ms),
             }
         case HistoryImported():
             return {"type": "history", "count": event.count}
@@ -331,15 +451,37 @@ def event_json(event: Event) -> dict[str, Any]:
                 "device": event.device_id,
                 "reason": event.reason,
             }
+        case GroupUpdated():
+            return {
+                "type": "group_update",
+                "id": event.event_id,
+                "group": event.group,
+                "from": event.actor,
+                "device": event.device,
+                "action": event.action,
+                "name": event.name,
+                "targets": list(event.targets),
+                "text": event.text,
+                "sent_at": iso_ms(event.sent_at_ms),
+                "sent_at_ms": event.sent_at_ms,
+                "server_time": iso_ms(event.server_time_ms),
+                "server_time_ms": event.server_time_ms,
+            }
+        case AttachmentReceived() | TypingChanged() | TimerChanged():
+            return cli_media.event_json(event)
 
 
-def event_line(event: Event) -> str:
+def event_line(event: Event, group_names: Mapping[str, str] | None = None) -> str:
+    """One line for a person. A group message or change names its group: by name when
+    ``group_names`` (id -> name) knows it, else by the start of its id."""
     match event:
         case MessageReceived():
-            return f"{iso_ms(event.sent_at_ms)} {event.from_}[{event.device}]: {event.text}"
+            where = _group_label(event.group, group_names)
+            return f"{iso_ms(event.sent_at_ms)} {where}{event.from_}[{event.device}]: {event.text}"
         case UndecryptableMessage():
             return (
-                f"{iso_ms(event.server_time_ms)} {event.from_}[{event.device}]: "
+                f"{iso_ms(event.server_time_ms)} {_group_label(event.group, group_names)}"
+                f"{event.from_}[{event.device}]: "
                 f"(a message that could not be decrypted: {event.code.slug})"
             )
         case IdentityChanged():
@@ -352,12 +494,34 @@ def event_line(event: Event) -> str:
             return f"{event.peer}: (message {event.message_id} {event.status})"
         case SentByMe():
             stamp = iso_ms(event.sent_at_ms)
-            return f"{stamp} me[{event.device}] to {event.destination}: {event.text}"
+            text = event.text
+            if event.file_name is not None:
+                text = f"(file {event.file_name!r}) {text}"
+            return f"{stamp} me[{event.device}] to {event.destination}: {text}"
         case HistoryImported():
             count = event.count
             return f"(imported {count} message{'' if count == 1 else 's'} of history)"
         case DeviceRefused():
             return warning_text(event)
+        case GroupUpdated():
+            where = _group_label(event.group, group_names)
+            return f"{iso_ms(event.sent_at_ms)} {where}({event.text})"
+        case AttachmentReceived() | TypingChanged() | TimerChanged():
+            return cli_media.event_line(event)
+
+
+def _in_group(group: str | None, shape: dict[str, Any]) -> dict[str, Any]:
+    """A message's --json object, with \"group\" (the id) for a group message."""
+    if group is not None:
+        shape["group"] = group
+    return shape
+
+
+def _group_label(group: str | None, names: Mapping[str, str] | None) -> str:
+    if group is None:
+        return ""
+    name = (names or {}).get(group)
+    return f"[{name or 'group ' + group[:8]}] "
 
 
 def warning_text(event: DeviceRefused) -> str:
@@ -423,7 +587,14 @@ async def _register(args: argparse.Namespace) -> int:
         raise UsageError(f"register needs --server URL (or ${SERVER_ENV})")
     password = _password(args)
     async with open_client(_home(args)) as client:
-        await client.register(server, args.username, password, device_name=args.device_name)
+        await client.register(
+            server,
+            args.username,
+            password,
+            device_name=args.device_name,
+            birth_date=args.birth_date,
+            consents=args.consent,
+        )
         print(f"registered {client.username} (device {client.device_id}) on {server}")
     return EXIT_OK
 
@@ -451,7 +622,8 @@ async def _receive(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(event_json(event), ensure_ascii=False), flush=True)
             else:
-                print(event_line(event), flush=True)
+                names = {g.id_hex: g.name for g in client.groups.local_groups() if g.name}
+                print(event_line(event, names), flush=True)
     return EXIT_OK
 
 
@@ -615,6 +787,130 @@ async def _rename(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- groups -----------------------------------------------------------------------------
+
+
+async def _group(args: argparse.Namespace) -> int:
+    return await GROUP_COMMANDS[args.group_command](args)
+
+
+def _group_name(client: Client, group_id: str) -> str:
+    name = client.groups.local(group_id).name
+    return f"“{name}” ({group_id})" if name else group_id
+
+
+async def _group_create(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        group_id = await client.groups.create(args.name, args.users)
+        others = [m.username for m in client.groups.local(group_id).members]
+        others = [name for name in others if name != client.username]
+        print(f"created group “{args.name.strip()}” with {', '.join(others) or 'nobody else'}")
+        print(group_id)  # the last line: scripts read the id from here
+    return EXIT_OK
+
+
+async def _group_send(args: argparse.Namespace) -> int:
+    text = " ".join(args.text)
+    async with _registered_client(args) as client:
+        try:
+            message_id = await asyncio.wait_for(
+                client.groups.send_text(args.group, text), args.timeout
+            )
+        except TimeoutError:
+            raise SealpostError(
+                LocalErrorCode.UNREACHABLE,
+                f"the server did not accept the message within {args.timeout:g} s; it stays "
+                "queued and is sent on the next connection",
+            ) from None
+        print(f"sent message {message_id} to group {_group_name(client, args.group)}")
+    return EXIT_OK
+
+
+async def _group_add(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        added = await client.groups.add(args.group, args.users)
+        where = _group_name(client, args.group)
+        if added:
+            print(f"added {', '.join(added)} to group {where}")
+        else:
+            print(f"nobody added: {', '.join(args.users)} already in group {where}")
+    return EXIT_OK
+
+
+async def _group_remove(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        await client.groups.remove(args.group, args.user)
+        print(f"removed {args.user.strip().lower()} from group {_group_name(client, args.group)}")
+    return EXIT_OK
+
+
+async def _group_leave(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        await client.groups.leave(args.group)
+        print(f"left group {_group_name(client, args.group)}")
+    return EXIT_OK
+
+
+async def _group_rename(args: argparse.Namespace) -> int:
+    name = " ".join(args.name)
+    async with _registered_client(args) as client:
+        await client.groups.rename(args.group, name)
+        print(f"renamed group {args.group} to “{name.strip()}”")
+    return EXIT_OK
+
+
+async def _group_admin(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        await client.groups.set_admin(args.group, args.user, not args.remove)
+        user = args.user.strip().lower()
+        what = "no longer an admin" if args.remove else "an admin"
+        print(f"{user} is now {what} of group {_group_name(client, args.group)}")
+    return EXIT_OK
+
+
+async def _group_list(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        groups = client.groups.local_groups()
+    if not groups:
+        print("no groups yet")
+    for group in groups:
+        count = len(group.members)
+        notes = [f"{count} member{'' if count == 1 else 's'}"]
+        if group.admin and group.member:
+            notes.append("admin")
+        if not group.member:
+            notes.append("left")
+        print(f"{group.id_hex}  {group.name or '(no name yet)'}  ({', '.join(notes)})")
+    return EXIT_OK
+
+
+async def _group_show(args: argparse.Namespace) -> int:
+    async with _registered_client(args) as client:
+        info = await client.groups.fetch(args.group)
+        local = client.groups.local(info.group_id)
+    print(f"group {info.id_hex}")
+    print(f"name: {local.name or '(no name yet)'}")
+    print(f"members ({len(info.members)}):")
+    for member in info.members:
+        print(f"  {member.username}" + ("  (admin)" if member.admin else ""))
+    print(f"admins: {', '.join(info.admins)}")
+    print(f"devices: {len(info.devices)}  roster version: {info.roster_version}")
+    return EXIT_OK
+
+
+GROUP_COMMANDS = {
+    "create": _group_create,
+    "send": _group_send,
+    "add": _group_add,
+    "remove": _group_remove,
+    "leave": _group_leave,
+    "rename": _group_rename,
+    "admin": _group_admin,
+    "list": _group_list,
+    "show": _group_show,
+}
+
+
 COMMANDS = {
     "register": _register,
     "send": _send,
@@ -628,6 +924,8 @@ COMMANDS = {
     "devices": _devices,
     "revoke": _revoke,
     "rename": _rename,
+    "group": _group,
+    **cli_media.COMMANDS,
 }
 
 

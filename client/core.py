@@ -61,8 +61,9 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import date
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
@@ -71,16 +72,25 @@ from typing import Self
 import httpx
 
 from protocol import primitives as p
+from protocol.attachments import MAX_ATTACHMENT_BYTES, blob_size, new_attachment_key
 from protocol.content import (
     HISTORY_TRANSFER_ID_BYTES,
     MAX_RECEIPT_ITEMS,
+    Attachment,
+    AttachmentFlags,
     Content,
+    GroupUpdate,
     HistoryChunk,
     HistoryRecord,
     Receipt,
     ReceiptKind,
+    SenderKeyDistribution,
+    SentContent,
     SentTranscript,
     Text,
+    TimerUpdate,
+    Typing,
+    TypingAction,
     decode_content,
     encode_content,
     encode_history_records,
@@ -93,10 +103,12 @@ from protocol.frames import (
     DeviceMessage,
     DeviceMismatch,
     Error,
+    GroupSend,
     Notice,
     NoticeKind,
     QueueEmpty,
     Send,
+    SendFlags,
     SendOk,
 )
 from protocol.identifiers import normalize_username
@@ -110,11 +122,13 @@ from protocol.keys import (
     Rng,
     SignedPreKeyPair,
 )
-from protocol.limits import MAX_PREKEYS_PER_UPLOAD, MAX_TEXT_BYTES
+from protocol.limits import MAX_PREKEYS_PER_UPLOAD, MAX_TEXT_BYTES, MAX_TTL_SECONDS
 from protocol.provisioning import ADDRESS_BYTES, LinkCode, ProvisionMessage, open_sealed, seal
 from protocol.safety import SafetyNumber, safety_number
 from protocol.session import Decrypted, SessionRecord
 
+from . import attachments as files
+from . import disappearing as disappearing_
 from .api import AccountKeys, Api, DeviceUpload, OwnDevice, normalize_server_url
 from .errors import LocalErrorCode, SealpostError
 from .store import (
@@ -122,9 +136,12 @@ from .store import (
     RECEIPT_READ,
     STATUS_DELIVERED,
     STATUS_FAILED,
+    STATUS_PENDING,
     STATUS_READ,
+    STATUS_RECEIVED,
     STATUS_SENT,
     Config,
+    Direction,
     Identity,
     IdentityCheck,
     OutboxEntry,
@@ -146,6 +163,7 @@ DEFAULT_HISTORY_BYTES = 1024 * 1024  # history sent to a newly linked device by 
 PREKEY_BATCH = MAX_PREKEYS_PER_UPLOAD  # 100 of each kind at sign-up and per top-up
 MAX_MISMATCH_ROUNDS = 3
 SIGNED_PREKEY_MAX_AGE_MS = 7 * 24 * 3600 * 1000  # rotated on connect once this old
+TYPING_TIMEOUT = 10.0  # a typing indicator the server has not taken by then is moot
 RECEIPT_SETTLE_TIMEOUT = 10.0  # how long receive() and mark_read() wait for receipts to go
 RECEIPT_STATUS = {ReceiptKind.DELIVERED: STATUS_DELIVERED, ReceiptKind.READ: STATUS_READ}
 
@@ -165,6 +183,8 @@ class MessageReceived:
     server_time_ms: int
     seq: int  # the relay's sequence number (0: an ephemeral envelope)
     message_id: int
+    expires_at_ms: int | None = None  # a disappearing message: deleted here at this time
+    group: str | None = None  # a group message: the group's id (hex); None: 1:1
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +198,7 @@ class UndecryptableMessage:
     server_time_ms: int
     seq: int
     message_id: int
+    group: str | None = None  # a group message: the group's id (hex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +232,8 @@ class SentByMe:
     sent_at_ms: int
     device: int
     message_id: int
+    file_name: str | None = None  # an attachment (``text`` is then its caption)
+    expires_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +255,74 @@ class DeviceRefused:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class AttachmentReceived:
+    """A file from ``from_``, stored as message ``message_id`` (kind "attachment"). Yielded
+    once the download is over: ``path`` is the decrypted file under ``<home>/downloads/``;
+    or ``path`` is None and ``code`` says why nothing was kept: DECRYPT_FAILED (the blob
+    does not match its pointer: tampered, truncated or substituted), ATTACHMENT_EXPIRED
+    or UNKNOWN_ATTACHMENT (the server no longer has it)."""
+
+    from_: str
+    device: int
+    message_id: int
+    file_name: str  # as the sender named it (``path`` has the sanitised name)
+    content_type: str
+    size: int
+    caption: str
+    voice: bool
+    path: Path | None
+    code: ErrorCode | None
+    sent_at_ms: int
+    server_time_ms: int | None
+    expires_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TypingChanged:
+    """``from_`` started or stopped typing to us (never stored; shown only while the
+    ``typing`` setting is on)."""
+
+    from_: str
+    device: int
+    started: bool
+    sent_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimerChanged:
+    """The disappearing-messages timer of the conversation with ``peer`` is now
+    ``timer_seconds`` (0: off), set by ``by`` (``peer``, or our own username when another
+    device of ours set it). Stored as message ``message_id`` (kind "timer")."""
+
+    peer: str
+    by: str
+    timer_seconds: int
+    sent_at_ms: int
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupUpdated:
+    """``actor`` (from ``device``) changed group ``group`` (hex id): a GROUP_UPDATE, stored
+    for the group's conversation as event ``event_id`` (``Client.groups.events()``).
+    ``action``: "created", "added", "removed", "left", "renamed", "admins_changed" or
+    "snapshot" (we were added; the name and timer so far); ``targets`` the usernames it
+    is about; ``text`` how the conversation shows it ("alice added carol")."""
+
+    group: str
+    actor: str
+    device: int
+    action: str
+    name: str
+    timer_seconds: int
+    targets: tuple[str, ...]
+    text: str
+    sent_at_ms: int
+    server_time_ms: int
+    event_id: int
+
+
 Event = (
     MessageReceived
     | UndecryptableMessage
@@ -240,6 +331,10 @@ Event = (
     | SentByMe
     | HistoryImported
     | DeviceRefused
+    | AttachmentReceived
+    | TypingChanged
+    | TimerChanged
+    | GroupUpdated
 )
 
 
@@ -356,6 +451,13 @@ class Client:
         # Told of what happens outside receive() (DeviceRefused while sending); None: logged.
         self.on_event = on_event
         self._reported: set[tuple[str, int, str]] = set()  # DeviceRefused already told
+        self._downloads_deferred: set[int] = set()  # failed for now; tried on a later run
+        self.upload_stats = files.TransferStats()  # what send_file() uploaded, retries included
+        self.transfer_retry = files.Retry()  # backoff of uploads and downloads (tests: faster)
+        self.purge_expired()
+        from .groups import Groups  # here, not at the top: client.groups builds on this module
+
+        self.groups = Groups(self)  # groups: create, send, manage (client.groups)
 
     # --- who we are ---------------------------------------------------------------------
 
@@ -464,12 +566,17 @@ class Client:
         password: str,
         *,
         device_name: str = DEFAULT_DEVICE_NAME,
+        birth_date: date | None = None,
+        age_confirmed: bool | None = None,
+        consents: Sequence[str] | None = None,
     ) -> None:
         """Create the account and this device (device 1) on ``server_url``.
 
         Generates the account identity key, the device keys and certificate, a signed
         prekey, a last-resort KEM prekey and 100 one-time prekeys of each kind, signs up,
         and stores it all (with the server URL and the device token) in one transaction.
+        ``birth_date`` or ``age_confirmed`` answer the region's age rule and ``consents``
+        names the purposes agreed to; each is sent only when given (docs/api.md).
         """
         if self.store.config() is not None:
             raise SealpostError(
@@ -485,7 +592,8 @@ class Client:
         async with Api(server_url, transport=self._http_transport) as api:
             registration = await api.create_account(
                 username, password, account.public_key, device.upload(device_name),
-                device_list.encode(),
+                device_list.encode(), birth_date=birth_date, age_confirmed=age_confirmed,
+                consents=consents,
             )  # fmt: skip
         if registration.username != username or registration.device_id != DEVICE_ID:
             raise SealpostError(
@@ -841,12 +949,40 @@ class Client:
                 ErrorCode.TOO_LARGE,
                 f"the message is {len(text.encode('utf-8'))} bytes; the limit is {MAX_TEXT_BYTES}",
             )
+        device_id = self.config.device_id
+        return await self._send_message(
+            username,
+            lambda sent_at_ms: Text(text, sent_at_ms),
+            lambda sent_at_ms: self.store.add_outgoing_text(username, device_id, text, sent_at_ms),
+        )
+
+    async def _send_message(
+        self,
+        username: str,
+        build: Callable[[int], Text | Attachment | TimerUpdate],
+        record: Callable[[int], int],
+        *,
+        disappearing: bool = True,
+    ) -> int:
+        """Send what ``build(sent_at_ms)`` makes to ``username``'s devices, and its copy
+        (a SENT transcript, or SENT_CONTENT) to our own other devices; ``record(sent_at_ms)``
+        stores our message (in the transaction that encrypts it) and returns its id.
+
+        While the conversation has a disappearing timer (and ``disappearing``), a text or
+        attachment goes as EXPIRING in EXPIRES sends with ttl_seconds = the timer, and the
+        message is stored to expire ``timer`` seconds after it was sent.
+        """
         config = self.config
         await self.connect()
+        self.purge_expired()
         async with self._send_lock:
             sent_at_ms = self.store.next_sent_at(self._now_ms())
+            inner = build(sent_at_ms)
+            timer = self.store.conversation_timer(username) if disappearing else 0
+            outgoing = inner if isinstance(inner, TimerUpdate) else disappearing_.wrap(inner, timer)
+            flags, ttl_seconds = disappearing_.send_flags(timer)
             try:
-                content = encode_content(Text(text, sent_at_ms), hide_length=True)
+                content = encode_content(outgoing, hide_length=True)
             except ProtocolError as exc:
                 raise SealpostError.from_protocol(exc) from None
 
@@ -864,11 +1000,12 @@ class Client:
                 targets.append((_Target(username, recipient.certificates, bundles), content))
             own = await self._fetch_devices(own_name)
             if own.certificates:  # skipped when this is the account's only device
-                # Our other devices get a SENT transcript: they show it as sent by us in
-                # the conversation with ``username`` (a note to self included).
+                # Our other devices get a SENT transcript (SENT_CONTENT for anything but a
+                # plain text): they show it as sent by us in the conversation with
+                # ``username`` (a note to self included).
                 try:
                     transcript = encode_content(
-                        SentTranscript(username, text, sent_at_ms), hide_length=True
+                        disappearing_.transcript(username, outgoing), hide_length=True
                     )
                 except ProtocolError as exc:
                     raise SealpostError.from_protocol(exc) from None
@@ -878,12 +1015,13 @@ class Client:
             now = self._now_ms()
             entry_ids: list[int] = []
             with self.store.transaction():
-                message_id = self.store.add_outgoing_text(
-                    username, config.device_id, text, sent_at_ms
-                )
+                message_id = record(sent_at_ms)
+                if timer:
+                    expires = disappearing_.expires_at(sent_at_ms, timer)
+                    self.store.set_message_expiry(message_id, expires, timer)
                 for target, target_content in targets:
                     messages = self._encrypt_for(target, target_content, now)
-                    frame = Send(0, target.username, tuple(messages.values()))
+                    frame = Send(0, target.username, tuple(messages.values()), flags, ttl_seconds)
                     entry_ids.append(
                         self.store.add_outbox(
                             message_id, target.username, target_content, frame, now
@@ -911,6 +1049,9 @@ class Client:
     async def _dispatch(self, entry: OutboxEntry) -> None:
         """Send one outbox entry until the server accepts it, correcting its device set
         on DEVICE_MISMATCH (at most MAX_MISMATCH_ROUNDS sends)."""
+        if isinstance(entry.frame, GroupSend):
+            await self.groups.dispatch(entry)
+            return
         frame = entry.frame
         primary = self._is_primary(entry)
         for attempt in range(1, MAX_MISMATCH_ROUNDS + 1):
@@ -1010,7 +1151,10 @@ class Client:
                 self.store.delete_session(recipient, device_id)
             target = _Target(recipient, wanted, bundles)
             messages.update(self._encrypt_for(target, entry.content, now))
-            corrected = Send(0, recipient, tuple(messages[d] for d in sorted(messages)))
+            # The flags and ttl_seconds (EXPIRES) stay: only the devices change.
+            corrected = dataclasses.replace(
+                frame, request_id=0, messages=tuple(messages[d] for d in sorted(messages))
+            )
             if not corrected.messages:
                 raise SealpostError(ErrorCode.UNKNOWN_DEVICE, f"{recipient} has no devices left")
             self.store.replace_outbox_frame(entry.id, corrected)
@@ -1209,16 +1353,28 @@ class Client:
         """
         await self.connect()
         transport = self._relay()
+        for event in await self._fetch_attachments():  # left pending by an earlier run
+            yield event
+        loop = asyncio.get_running_loop()
         drained = False
+        quiet_since = loop.time()
         while True:
             # Once the backlog is through, only quiet ends the loop (even across a
-            # reconnection); before that, wait as long as it takes.
+            # reconnection); before that, wait as long as it takes. Either way it wakes
+            # when a disappearing message is due, to delete it on time.
             drained = drained or transport.backlog_delivered
-            push = await transport.poll_push(wait if drained else None)
+            quiet: float | None = None
+            if drained and wait is not None:
+                quiet = max(0.0, wait - (loop.time() - quiet_since))
+            push = await transport.poll_push(_sooner(quiet, self._seconds_to_next_expiry()))
             if push is None:
-                break
+                self.purge_expired()
+                if quiet is not None and loop.time() - quiet_since >= (wait or 0.0):
+                    break
+                continue
             for event in await self.handle_push(push):
                 yield event
+            quiet_since = loop.time()
         await self._settle_receipts()
 
     async def handle_push(self, push: Push) -> list[Event]:
@@ -1229,6 +1385,9 @@ class Client:
                 events = self._process_deliver(push)
                 if push.seq != 0:  # seq 0: an ephemeral envelope, never stored, never acked
                     await self._relay().ack([push.seq])
+                await self.groups.fetch_pending()  # groups first heard of in this envelope
+                events.extend(await self._fetch_attachments())  # after the ACK: may be long
+                self.purge_expired()
             case Notice() if push.kind == NoticeKind.PREKEYS_LOW:
                 try:
                     await self._top_up_prekeys(force=True)
@@ -1250,6 +1409,8 @@ class Client:
         from the same state. The events are returned only once the commit succeeded.
         """
         with self.store.transaction():
+            if self.groups.is_group_payload(frame.payload):
+                return self.groups.receive(frame)
             return self._decrypt_and_store(frame)
 
     def _decrypt_and_store(self, frame: Deliver) -> list[Event]:
@@ -1277,13 +1438,26 @@ class Client:
             content = decode_content(result.plaintext)
         except ProtocolError as exc:
             content_error = exc.code
+        # A disappearing message is processed as what it wraps, then given its expiry: the
+        # receiver's clock starts now, a copy of what our other device sent at its sent_at.
+        timer = 0
+        if content is not None:
+            content, timer = disappearing_.unwrap(content)
+        expires: int | None = None
+        if timer and content is not None:
+            copy = isinstance(content, SentTranscript | SentContent)
+            expires = disappearing_.expires_at(content.sent_at_ms if copy else now, timer)
         own_account = sender == self.username
-        owe_receipt = isinstance(content, Text) and not own_account and self.sending_receipts
+        owe_receipt = (
+            isinstance(content, Text | Attachment) and not own_account and self.sending_receipts
+        )
+        media: list[Event] | None = None  # attachments, timers, typing: their events
 
         check = IdentityCheck.SAME
         message_id: int | None = None
         changes: list[StatusChange] = []
         imported: int | None = None
+        group_events: list[Event] = []
         with self.store.transaction():
             if result.sender_certificate is not None and result.sender_account_key is not None:
                 check = self.store.observe_identity(sender, result.sender_account_key, now)
@@ -1332,6 +1506,14 @@ class Client:
                     changes = self.store.apply_receipt(
                         sender, RECEIPT_STATUS[content.kind], content.message_sent_at_ms
                     )
+                case SenderKeyDistribution() | GroupUpdate():  # pairwise group traffic
+                    group_events = self.groups.take_pairwise(frame, content, now)
+                case Attachment() | SentContent() | TimerUpdate() | Typing():
+                    message_id, media = self._take_media(content, frame, expires, now)
+                    if owe_receipt and message_id is not None:
+                        self.store.add_pending_receipts(
+                            sender, RECEIPT_DELIVERED, [content.sent_at_ms], now
+                        )
                 case None if content_error is ErrorCode.UNKNOWN_TYPE:
                     log.debug(
                         "envelope %d from %s device %d: content this client does not know; "
@@ -1344,6 +1526,8 @@ class Client:
                     message_id = self.store.add_undecryptable(
                         sender, device, content_error, frame.server_time_ms, now, frame.seq
                     )
+            if expires is not None and message_id is not None:
+                self.store.set_message_expiry(message_id, expires, timer)
 
         events: list[Event] = []
         if check is IdentityCheck.CHANGED:
@@ -1353,11 +1537,25 @@ class Client:
         )
         if imported is not None:
             events.append(HistoryImported(imported))
+        events.extend(group_events)
+        if media is not None:
+            if owe_receipt and message_id is not None:
+                self._receipts_owed = True
+                self._owed_counts[sender] = self._owed_counts.get(sender, 0) + 1
+            events.extend(media)
+            return events
         if message_id is None:
             return events
         if isinstance(content, SentTranscript):
             events.append(
-                SentByMe(content.destination, content.body, content.sent_at_ms, device, message_id)
+                SentByMe(
+                    content.destination,
+                    content.body,
+                    content.sent_at_ms,
+                    device,
+                    message_id,
+                    expires_at_ms=expires,
+                )
             )
             return events
         if isinstance(content, Text):
@@ -1373,6 +1571,7 @@ class Client:
                     frame.server_time_ms,
                     frame.seq,
                     message_id,
+                    expires_at_ms=expires,
                 )
             )
         else:
@@ -1716,10 +1915,335 @@ class Client:
         if self.store.pending_receipts(username):  # held while the key was not trusted
             self._receipts_owed = True
 
+    # --- attachments, typing, disappearing messages -------------------------------------
+
+    @property
+    def typing(self) -> bool:
+        """The stored ``typing`` setting (default on): off, this device sends no typing
+        indicators and does not report other people's."""
+        return self.store.typing_enabled()
+
+    def set_typing(self, enabled: bool) -> None:
+        self.store.set_typing_enabled(enabled)
+
+    def timer(self, username: str) -> int:
+        """The disappearing-messages timer of the conversation with ``username`` (0: off)."""
+        return self.store.conversation_timer(_normalize(username))
+
+    async def set_timer(self, username: str, seconds: int) -> int:
+        """Set the conversation's disappearing-messages timer (0: off) and tell ``username``
+        (and our other devices) with a TIMER content, which is stored as the "timer" notice
+        ``message_id`` (returned). Afterwards texts and files to them disappear ``seconds``
+        after they were sent (here) or arrived (there), and the server drops its copies by
+        then too."""
+        username = _normalize(username)
+        if not 0 <= seconds <= MAX_TTL_SECONDS:
+            raise SealpostError(
+                ErrorCode.INVALID_VALUE, f"the timer must be 0 to {MAX_TTL_SECONDS} seconds"
+            )
+        device_id = self.config.device_id
+
+        def record(sent_at_ms: int) -> int:
+            self.store.set_conversation_timer(username, seconds, sent_at_ms)
+            return self.store.add_timer_notice(
+                username, "out", device_id, seconds, sent_at_ms, status=STATUS_PENDING
+            )
+
+        return await self._send_message(
+            username,
+            lambda sent_at_ms: TimerUpdate(seconds, sent_at_ms),
+            record,
+            disappearing=False,
+        )
+
+    async def send_typing(self, username: str, started: bool = True) -> bool:
+        """Tell ``username`` that we started (or stopped) typing: an EPHEMERAL send, which
+        the server never stores and passes only to their devices connected now. Best
+        effort: only devices we already have a session with get it, a device mismatch is
+        not corrected, and nothing is sent while the ``typing`` setting is off or their
+        identity key changed. Returns whether the server took it."""
+        username = _normalize(username)
+        if not self.typing or username == self.username:
+            return False
+        identity = self.store.identity(username)
+        if identity is None or identity.changed:
+            return False
+        await self.connect()
+        certificates = {
+            device_id: known.certificate
+            for device_id, known in self.store.peer_devices(username).items()
+            if self._has_usable_session(username, known.certificate)
+        }
+        if not certificates:
+            return False
+        now = self._now_ms()
+        action = TypingAction.STARTED if started else TypingAction.STOPPED
+        with self.store.transaction():
+            content = encode_content(Typing(action, self.store.next_sent_at(now)))
+            messages = self._encrypt_for(_Target(username, certificates, {}), content, now)
+        frame = Send(0, username, tuple(messages.values()), SendFlags.EPHEMERAL)
+        try:
+            reply = await asyncio.wait_for(self._relay().request(frame), TYPING_TIMEOUT)
+        except TimeoutError:
+            return False
+        if isinstance(reply, Error):
+            log.info("typing indicator to %s refused: %s", username, reply.message)
+        return isinstance(reply, SendOk)
+
+    async def send_file(
+        self,
+        username: str,
+        path: str | PathLike[str],
+        *,
+        content_type: str | None = None,
+        voice: bool = False,
+        caption: str = "",
+        progress: files.Progress | None = None,
+    ) -> int:
+        """Encrypt the file at ``path`` with a fresh key, upload the blob (resuming after
+        a lost connection), then send its pointer (ATTACHMENT, or EXPIRING while the
+        conversation has a timer) to ``username`` and to our other devices. Returns the
+        local message id (kind "attachment") once the server accepted the pointer.
+
+        ``content_type`` defaults to a guess from the file name; ``progress(done, total)``
+        is called with the blob bytes the server holds as the upload advances. Raises
+        ATTACHMENT_TOO_LARGE above 100 MiB, and what ``send_text`` raises.
+        """
+        username = _normalize(username)
+        source = Path(path)
+        try:
+            size = source.stat().st_size
+        except OSError as exc:
+            raise SealpostError(
+                ErrorCode.INVALID_VALUE, f"cannot read {source}: {exc.strerror}"
+            ) from None
+        if not source.is_file():
+            raise SealpostError(ErrorCode.INVALID_VALUE, f"{source} is not a file")
+        if size > MAX_ATTACHMENT_BYTES:
+            raise SealpostError(
+                ErrorCode.ATTACHMENT_TOO_LARGE,
+                f"{source.name} is {size} bytes; the limit is {MAX_ATTACHMENT_BYTES}",
+            )
+        content_type = content_type or files.guess_content_type(source)
+        # Fail before a long upload, not after: an unknown account, a changed key.
+        if username != self.username:
+            await self._fetch_devices(username)
+        key = new_attachment_key(self._rng)
+        temp = files.private_dir(self.home, files.TEMP_DIR)
+        blob = await asyncio.to_thread(files.encrypt_file, source, key, temp)
+        try:
+            blob_id = await files.upload_blob(
+                self._server_api(),
+                blob,
+                progress=progress,
+                retry=self.transfer_retry,
+                stats=self.upload_stats,
+            )
+        finally:
+            files.remove_quietly(blob.path)
+        pointer = Attachment(
+            blob_id=bytes.fromhex(blob_id),
+            key=key,
+            size=blob.size,
+            digest=blob.digest,
+            content_type=content_type,
+            sent_at_ms=0,
+            flags=AttachmentFlags.VOICE if voice else AttachmentFlags.NONE,
+            file_name=source.name,
+            caption=caption,
+        )
+        device_id = self.config.device_id
+        where = str(source.resolve())
+
+        def record(sent_at_ms: int) -> int:
+            return self.store.add_attachment_message(
+                username,
+                "out",
+                device_id,
+                dataclasses.replace(pointer, sent_at_ms=sent_at_ms),
+                state="sent",
+                status=STATUS_PENDING,
+                path=where,
+            )
+
+        return await self._send_message(
+            username, lambda sent_at_ms: dataclasses.replace(pointer, sent_at_ms=sent_at_ms), record
+        )
+
+    def purge_expired(self) -> int:
+        """Delete the disappearing messages whose time is up (and the files saved for
+        them); returns how many. Runs on open, on every send and receive, and on a timer
+        in ``receive()``; ``messages()`` calls it first, so it never lists one."""
+        expired = self.store.purge_expired(self._now_ms())
+        if expired.files:
+            disappearing_.delete_saved_files(expired.files, self.home / files.DOWNLOADS_DIR)
+        if expired.message_ids:
+            log.info("%d disappearing message(s) expired", len(expired.message_ids))
+        return len(expired.message_ids)
+
+    def _seconds_to_next_expiry(self) -> float | None:
+        due = self.store.next_expiry_ms()
+        return None if due is None else max(0.0, (due - self._now_ms()) / 1000)
+
+    def _take_media(
+        self,
+        content: Attachment | SentContent | TimerUpdate | Typing,
+        frame: Deliver,
+        expires: int | None,
+        now_ms: int,
+    ) -> tuple[int | None, list[Event]]:
+        """Store an ATTACHMENT, SENT_CONTENT or TIMER in the envelope's transaction (a
+        TYPING is only reported). Returns the message stored and the events to yield once
+        it commits; an attachment's event comes after its download (``_fetch_attachments``,
+        after the ACK)."""
+        sender, device = frame.sender, frame.sender_device
+        own_account = sender == self.username
+        match content:
+            case Typing():
+                if own_account or not self.typing:
+                    return None, []
+                started = content.action is TypingAction.STARTED
+                return None, [TypingChanged(sender, device, started, content.sent_at_ms)]
+            case Attachment():
+                message_id = self.store.add_attachment_message(
+                    sender, "in", device, content, state="pending", status=STATUS_RECEIVED,
+                    server_time_ms=frame.server_time_ms, received_at_ms=now_ms, seq=frame.seq,
+                )  # fmt: skip
+                return message_id, []
+            case TimerUpdate():
+                return self._take_timer(sender, sender, "in", content, frame, now_ms)
+            case SentContent() if not own_account:
+                log.info("ignoring a SENT_CONTENT from %s: only our own devices send those", sender)
+                return None, []
+            case SentContent(inner=TimerUpdate() as update):
+                return self._take_timer(content.destination, sender, "out", update, frame, now_ms)
+            case SentContent(inner=Attachment() as pointer):
+                message_id = self.store.add_attachment_message(
+                    content.destination, "out", device, pointer, state="pending",
+                    status=STATUS_SENT, received_at_ms=now_ms,
+                )  # fmt: skip
+                event = SentByMe(
+                    content.destination,
+                    pointer.caption,
+                    pointer.sent_at_ms,
+                    device,
+                    message_id,
+                    file_name=pointer.file_name,
+                    expires_at_ms=expires,
+                )
+                return message_id, [event]
+        log.info("ignoring a %s from %s device %d", type(content).__name__, sender, device)
+        return None, []
+
+    def _take_timer(
+        self,
+        peer: str,
+        by: str,
+        direction: Direction,
+        update: TimerUpdate,
+        frame: Deliver,
+        now_ms: int,
+    ) -> tuple[int | None, list[Event]]:
+        if not self.store.set_conversation_timer(peer, update.timer_seconds, update.sent_at_ms):
+            log.info("a timer change older than the one in force for %s; ignored", peer)
+            return None, []
+        message_id = self.store.add_timer_notice(
+            peer, direction, frame.sender_device, update.timer_seconds, update.sent_at_ms,
+            status=STATUS_READ if direction == "in" else STATUS_SENT,
+            server_time_ms=frame.server_time_ms, received_at_ms=now_ms, seq=frame.seq,
+        )  # fmt: skip
+        return message_id, [
+            TimerChanged(peer, by, update.timer_seconds, update.sent_at_ms, message_id)
+        ]
+
+    async def _fetch_attachments(self) -> list[Event]:
+        """Download, check and save every attachment still pending (this envelope's, or
+        one an earlier run did not finish); one AttachmentReceived per incoming file. A
+        download that fails for a reason that may pass stays pending for a later run."""
+        events: list[Event] = []
+        for message_id in self.store.pending_downloads():
+            if message_id in self._downloads_deferred:
+                continue
+            event = await self._fetch_attachment(message_id)
+            if event is not None:
+                events.append(event)
+        return events
+
+    async def _fetch_attachment(self, message_id: int) -> AttachmentReceived | None:
+        message = self.store.message(message_id)
+        pointer = None if message is None else message.attachment
+        if message is None or pointer is None or pointer.state != "pending":
+            return None
+        temp = files.private_dir(self.home, files.TEMP_DIR)
+        downloads = files.private_dir(self.home, files.DOWNLOADS_DIR)
+        blob_path = temp / f"{pointer.blob_id.hex()}.download"
+        saved: Path | None = None
+        failure: ErrorCode | None = None
+        try:
+            await files.download_blob(
+                self._server_api(),
+                pointer.blob_id.hex(),
+                blob_size(pointer.size),
+                blob_path,
+                retry=self.transfer_retry,
+            )
+            decrypted = await asyncio.to_thread(
+                files.decrypt_file, blob_path, pointer.key, pointer.size, pointer.digest, temp
+            )
+            try:
+                name = files.safe_file_name(pointer.file_name, pointer.content_type)
+                saved = files.save_download(decrypted, downloads, name)
+            finally:
+                files.remove_quietly(decrypted)
+        except ProtocolError as exc:  # from the decryptor: always DECRYPT_FAILED
+            log.warning("attachment %d from %s: %s", message_id, message.peer, exc.code.slug)
+            failure = exc.code
+        except SealpostError as exc:
+            if files.transient(exc) or not isinstance(exc.code, ErrorCode):
+                log.warning("attachment %d not downloaded yet: %s", message_id, exc)
+                self._downloads_deferred.add(message_id)
+                return None
+            log.warning("attachment %d from %s: %s", message_id, message.peer, exc)
+            failure = exc.code
+        if saved is not None or failure is not None:
+            files.remove_quietly(blob_path)  # else kept: the next try resumes from it
+        with self.store.transaction():
+            gone = self.store.message(message_id) is None  # it disappeared meanwhile
+            if not gone:
+                self.store.set_attachment_state(
+                    message_id,
+                    "saved" if saved is not None else "failed",
+                    path=None if saved is None else str(saved),
+                    failure=failure,
+                )
+        if gone:
+            if saved is not None:
+                disappearing_.delete_saved_files([str(saved)], downloads)
+            return None
+        if message.direction != "in":
+            return None
+        return AttachmentReceived(
+            from_=message.peer,
+            device=message.sender_device,
+            message_id=message_id,
+            file_name=pointer.file_name,
+            content_type=pointer.content_type,
+            size=pointer.size,
+            caption=message.text or "",
+            voice=bool(pointer.flags & AttachmentFlags.VOICE),
+            path=saved,
+            code=failure,
+            sent_at_ms=message.sent_at_ms or 0,
+            server_time_ms=message.server_time_ms,
+            expires_at_ms=message.expires_at_ms,
+        )
+
     # --- history ------------------------------------------------------------------------
 
     def messages(self, peer: str | None = None, limit: int | None = None) -> list[StoredMessage]:
-        """Local history, oldest first; only the conversation with ``peer`` if given."""
+        """Local history, oldest first; only the conversation with ``peer`` if given.
+        Disappearing messages whose time is up are deleted first, never listed."""
+        self.purge_expired()
         return self.store.messages(None if peer is None else _normalize(peer), limit)
 
 
@@ -1849,6 +2373,13 @@ def _check_served_devices(
             refused[device_id] = f"not in {username}'s signed device list"
     accepted = {certificate.device_id: certificate for certificate in checked.accepted}
     return device_list, dict(sorted(accepted.items())), dict(sorted(refused.items()))
+
+
+def _sooner(first: float | None, second: float | None) -> float | None:
+    """The shorter of two timeouts (None: no limit)."""
+    if first is None:
+        return second
+    return first if second is None else min(first, second)
 
 
 def _normalize(username: str) -> str:

@@ -35,6 +35,7 @@ concurrent tasks on one event loop never overwrite each other's ratchet state.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -46,10 +47,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from protocol import primitives as p
-from protocol.content import HistoryRecord
+from protocol.content import Attachment, AttachmentFlags, HistoryRecord
 from protocol.devicelist import SignedDeviceList
 from protocol.errors import ErrorCode
-from protocol.frames import DeviceMessage, Send, SendFlags
+from protocol.frames import DeviceMessage, GroupSend, Send, SendFlags
 from protocol.keys import (
     MAX_KEY_ID,
     AccountIdentity,
@@ -67,7 +68,8 @@ STORE_FILENAME = "sealpost.sqlite3"
 RETIRED_PREKEY_TTL_MS = 7 * 24 * 3600 * 1000
 
 Direction = Literal["in", "out"]
-MessageKind = Literal["text", "undecryptable"]
+MessageKind = Literal["text", "undecryptable", "attachment", "timer"]
+AttachmentState = Literal["pending", "saved", "failed", "sent"]
 KeyKind = Literal["signed", "one_time", "kem"]
 
 # Outgoing: pending (in the outbox) -> sent (SEND_OK) or failed (a final ERROR), then
@@ -271,8 +273,142 @@ CREATE TABLE history_transfers (
 ) STRICT;
 """
 
+# Groups: sender keys, rosters, group messages and group sends in the outbox.
+_SCHEMA_V4 = """
+-- The groups this device knows of (client.groupstore). The name and the timer travel only
+-- end to end (GROUP_UPDATE); members (JSON [[username, admin 0/1], ...]) and roster (JSON
+-- [[username, device_id, registration_id], ...], NULL: never fetched) are what the server
+-- last showed, roster_digest that roster's digest. member: 0 once we left or were removed.
+-- needs_fetch: heard of (a message, a key) but not yet looked up on the server.
+CREATE TABLE chat_groups (
+    group_id BLOB PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    timer_seconds INTEGER NOT NULL DEFAULT 0,
+    admin INTEGER NOT NULL DEFAULT 0 CHECK (admin IN (0, 1)),
+    member INTEGER NOT NULL DEFAULT 1 CHECK (member IN (0, 1)),
+    members TEXT NOT NULL DEFAULT '[]',
+    roster TEXT,
+    roster_digest BLOB,
+    needs_fetch INTEGER NOT NULL DEFAULT 0 CHECK (needs_fetch IN (0, 1)),
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+) STRICT;
+
+-- This device's sending chain per group: a SenderKeyRecord holding one state, with its
+-- signing seed. Replaced (never edited back) when a device leaves the roster.
+CREATE TABLE own_sender_keys (
+    group_id BLOB PRIMARY KEY,
+    key_id INTEGER NOT NULL,
+    record BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) STRICT;
+
+-- The devices that were given the chain own_sender_keys.key_id (a SENDER_KEY content in
+-- the outbox counts: the outbox goes out in order, before any group send after it).
+CREATE TABLE sender_key_recipients (
+    group_id BLOB NOT NULL,
+    key_id INTEGER NOT NULL,
+    username TEXT NOT NULL,
+    device_id INTEGER NOT NULL,
+    registration_id INTEGER NOT NULL,
+    PRIMARY KEY (group_id, key_id, username, device_id)
+) STRICT;
+
+-- Other devices' chains: one SenderKeyRecord per (group, sender, sender device).
+CREATE TABLE sender_keys (
+    group_id BLOB NOT NULL,
+    sender TEXT NOT NULL,
+    device_id INTEGER NOT NULL,
+    record BLOB NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (group_id, sender, device_id)
+) STRICT;
+
+-- A group message is a message with its group (NULL: a 1:1 conversation).
+ALTER TABLE messages ADD COLUMN group_id BLOB;
+CREATE INDEX messages_group ON messages (group_id, id) WHERE group_id IS NOT NULL;
+
+-- What members did, shown in the group's conversation ("alice added carol"): GROUP_UPDATE
+-- contents, ours included. targets: JSON list of usernames.
+CREATE TABLE group_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id BLOB NOT NULL,
+    actor TEXT NOT NULL,
+    action INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    timer_seconds INTEGER NOT NULL,
+    targets TEXT NOT NULL,
+    sent_at_ms INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL
+) STRICT;
+CREATE INDEX group_events_group ON group_events (group_id, id);
+
+-- An outbox entry with a row here is a GROUP_SEND (recipient: the group id in hex, no
+-- outbox_payloads): one SenderKeyMessage, resent byte for byte like any entry.
+CREATE TABLE outbox_group_sends (
+    entry_id INTEGER PRIMARY KEY REFERENCES outbox (id) ON DELETE CASCADE,
+    group_id BLOB NOT NULL,
+    roster_digest BLOB NOT NULL,
+    ttl_seconds INTEGER,
+    payload BLOB NOT NULL
+) STRICT;
+"""
+
+# Attachments, typing and disappearing messages.
+_SCHEMA_V5 = """
+-- Two more kinds of message: 'attachment' (a file; body is its caption) and 'timer' (the
+-- notice "X set disappearing messages to T"). SQLite cannot alter a CHECK constraint, and
+-- rebuilding messages would have to repeat every column earlier steps added; so the CHECK
+-- is widened in place, by the procedure of https://sqlite.org/lang_altertable.html
+-- section 7 for loosening a constraint (every stored row satisfies the wider one). The
+-- DDL below changes the schema cookie, so other connections re-read the schema.
+PRAGMA writable_schema = ON;
+UPDATE sqlite_schema
+    SET sql = replace(sql, '''undecryptable''', '''undecryptable'', ''attachment'', ''timer''')
+    WHERE type = 'table' AND name = 'messages';
+PRAGMA writable_schema = RESET;
+
+-- Disappearing messages: the time a message is deleted here (sender: sent + timer;
+-- receiver: received + timer), and the timer it carried.
+ALTER TABLE messages ADD COLUMN expires_at_ms INTEGER;
+ALTER TABLE messages ADD COLUMN timer_seconds INTEGER;
+CREATE INDEX messages_expires_at ON messages (expires_at_ms) WHERE expires_at_ms IS NOT NULL;
+
+-- The pointer of an attachment message (protocol.content.Attachment) and where its file
+-- is. state: 'pending' (to download), 'saved' (path is our copy under downloads/),
+-- 'failed' (failure_code says why; nothing kept), 'sent' (path is the file we sent,
+-- which is the user's and never deleted here).
+CREATE TABLE attachments (
+    message_id INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+    blob_id BLOB NOT NULL,
+    file_key BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    content_type TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    attachment_flags INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'saved', 'failed', 'sent')),
+    path TEXT,
+    failure_code INTEGER
+) STRICT;
+
+-- The disappearing-messages timer per conversation (0: off), with the sent_at of the TIMER
+-- that set it: a TIMER older than the one applied changes nothing.
+CREATE TABLE conversation_timers (
+    peer TEXT PRIMARY KEY,
+    timer_seconds INTEGER NOT NULL,
+    changed_at_ms INTEGER NOT NULL
+) STRICT;
+
+-- An EXPIRES send keeps its ttl_seconds for resending (NULL: no EXPIRES).
+ALTER TABLE outbox ADD COLUMN ttl_seconds INTEGER;
+"""
+
 # Index i upgrades a file from user_version i to i + 1. Append; never edit a shipped step.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _NEXT_ID_KEYS: dict[KeyKind, str] = {
@@ -329,15 +465,47 @@ class StoredMessage:
     received_at_ms: int | None
     status: str
     seq: int | None
+    expires_at_ms: int | None = None  # a disappearing message: deleted at this time
+    timer_seconds: int | None = None  # its timer; for a "timer" notice, the new timer
+    attachment: StoredAttachment | None = None  # kind "attachment": the file
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAttachment:
+    """An attachment message's pointer and file. ``path``: our copy under downloads/
+    (state "saved"), or the file we sent (state "sent"); None while "pending" and when
+    "failed" (``failure`` says why: decrypt_failed, attachment_expired, ...)."""
+
+    blob_id: bytes
+    key: bytes
+    size: int
+    digest: bytes
+    content_type: str
+    file_name: str
+    flags: AttachmentFlags
+    duration_ms: int
+    width: int
+    height: int
+    state: AttachmentState
+    path: str | None
+    failure: ErrorCode | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredMessages:
+    """What ``purge_expired`` deleted: the message ids, and the saved files to delete."""
+
+    message_ids: tuple[int, ...]
+    files: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     id: int
     message_id: int | None  # None: a receipt
-    recipient: str
+    recipient: str  # a username; for a GROUP_SEND, the group id in hex
     content: bytes
-    frame: Send
+    frame: Send | GroupSend
     created_at_ms: int
 
 
@@ -432,6 +600,12 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for modules that keep tables of their own in this file
+        (client.groupstore). They write only inside ``transaction()``, as this class does."""
+        return self._db
 
     # --- transactions and schema --------------------------------------------------------
 
@@ -997,7 +1171,8 @@ class Store:
         transfer stops once it has enough."""
         query = (
             f"SELECT {_MESSAGE_COLUMNS} FROM messages "  # noqa: S608 (fixed clauses)
-            "WHERE kind = 'text' AND status != ? ORDER BY id DESC"
+            "WHERE kind = 'text' AND status != ? AND group_id IS NULL "
+            "AND expires_at_ms IS NULL ORDER BY id DESC"  # disappearing ones are no history
         )
         for row in self._db.execute(query, (STATUS_FAILED,)):
             yield _message(row)
@@ -1090,8 +1265,8 @@ class Store:
             for sent_at in dict.fromkeys(sent_at_ms):
                 rows = self._db.execute(
                     "SELECT id FROM messages WHERE peer = ? AND sent_at_ms = ? "  # noqa: S608
-                    f"AND direction = 'out' AND kind = 'text' AND status IN ({marks}) "
-                    "ORDER BY id",
+                    "AND direction = 'out' AND kind IN ('text', 'attachment') "
+                    f"AND status IN ({marks}) ORDER BY id",
                     (peer, sent_at, *lower),
                 ).fetchall()
                 for (message_id,) in rows:
@@ -1108,7 +1283,8 @@ class Store:
         with self.transaction():
             rows = self._db.execute(
                 "SELECT id, kind, sent_at_ms FROM messages "
-                "WHERE peer = ? AND direction = 'in' AND status = ? ORDER BY id",
+                "WHERE peer = ? AND direction = 'in' AND status = ? AND group_id IS NULL "
+                "ORDER BY id",
                 (peer, STATUS_RECEIVED),
             ).fetchall()
             self._db.executemany(
@@ -1116,7 +1292,10 @@ class Store:
                 [(STATUS_READ, row[0]) for row in rows],
             )
         return [
-            (int(row[0]), int(row[2]) if row[1] == "text" and row[2] is not None else None)
+            (
+                int(row[0]),
+                int(row[2]) if row[1] in ("text", "attachment") and row[2] is not None else None,
+            )
             for row in rows
         ]
 
@@ -1180,22 +1359,191 @@ class Store:
         return rows[0] if rows else None
 
     def messages(self, peer: str | None = None, limit: int | None = None) -> list[StoredMessage]:
-        """Local history, oldest first (the last ``limit`` if given)."""
-        where, params = ("WHERE peer = ?", (peer,)) if peer is not None else ("", ())
+        """Local history, oldest first (the last ``limit`` if given). With ``peer``, the
+        1:1 conversation only (group messages: client.groupstore)."""
+        where, params = (
+            ("WHERE peer = ? AND group_id IS NULL", (peer,)) if peer is not None else ("", ())
+        )
         rows = self._messages(where + " ORDER BY id DESC LIMIT ?", (*params, limit or -1))
         return rows[::-1]
 
     def _messages(self, tail: str, params: tuple[object, ...]) -> list[StoredMessage]:
         query = f"SELECT {_MESSAGE_COLUMNS} FROM messages {tail}"  # noqa: S608 (fixed clauses)
-        return [_message(row) for row in self._db.execute(query, params)]
+        messages = [_message(row) for row in self._db.execute(query, params)]
+        return [
+            dataclasses.replace(message, attachment=self.attachment(message.id))
+            if message.kind == "attachment"
+            else message
+            for message in messages
+        ]
+
+    # --- attachments, timers and disappearing messages ---------------------------------
+
+    def typing_enabled(self) -> bool:
+        """The ``typing`` setting: whether this device sends typing indicators and shows
+        other people's (default on)."""
+        return self._get("typing") != "off"
+
+    def set_typing_enabled(self, enabled: bool) -> None:
+        with self.transaction():
+            self._set("typing", "on" if enabled else "off")
+
+    def conversation_timer(self, peer: str) -> int:
+        """The disappearing-messages timer of the conversation with ``peer`` (0: off)."""
+        row = self._db.execute(
+            "SELECT timer_seconds FROM conversation_timers WHERE peer = ?", (peer,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_conversation_timer(self, peer: str, timer_seconds: int, changed_at_ms: int) -> bool:
+        """Apply a TIMER sent at ``changed_at_ms``; False (nothing changed) if a later one
+        was applied already, so two people setting it at once end up with the same."""
+        with self.transaction():
+            row = self._db.execute(
+                "SELECT changed_at_ms FROM conversation_timers WHERE peer = ?", (peer,)
+            ).fetchone()
+            if row is not None and int(row[0]) > changed_at_ms:
+                return False
+            self._db.execute(
+                "INSERT INTO conversation_timers (peer, timer_seconds, changed_at_ms) "
+                "VALUES (?, ?, ?) ON CONFLICT (peer) DO UPDATE SET "
+                "timer_seconds = excluded.timer_seconds, changed_at_ms = excluded.changed_at_ms",
+                (peer, timer_seconds, changed_at_ms),
+            )
+            return True
+
+    def add_timer_notice(
+        self,
+        peer: str,
+        direction: Direction,
+        sender_device: int,
+        timer_seconds: int,
+        sent_at_ms: int,
+        *,
+        status: str,
+        server_time_ms: int | None = None,
+        received_at_ms: int | None = None,
+        seq: int | None = None,
+    ) -> int:
+        """The notice "disappearing messages set to T" in the conversation with ``peer``."""
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT INTO messages (kind, direction, peer, sender_device, sent_at_ms, "
+                "server_time_ms, received_at_ms, status, seq, timer_seconds) "
+                "VALUES ('timer', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (direction, peer, sender_device, sent_at_ms, server_time_ms, received_at_ms,
+                 status, seq, timer_seconds),
+            )  # fmt: skip
+            return _rowid(cursor)
+
+    def set_message_expiry(self, message_id: int, expires_at_ms: int, timer_seconds: int) -> None:
+        with self.transaction():
+            self._db.execute(
+                "UPDATE messages SET expires_at_ms = ?, timer_seconds = ? WHERE id = ?",
+                (expires_at_ms, timer_seconds, message_id),
+            )
+
+    def add_attachment_message(
+        self,
+        peer: str,
+        direction: Direction,
+        sender_device: int,
+        pointer: Attachment,
+        *,
+        state: AttachmentState,
+        status: str,
+        path: str | None = None,
+        server_time_ms: int | None = None,
+        received_at_ms: int | None = None,
+        seq: int | None = None,
+    ) -> int:
+        """An attachment message (its caption as the body) with its pointer."""
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT INTO messages (kind, direction, peer, sender_device, body, sent_at_ms, "
+                "server_time_ms, received_at_ms, status, seq) "
+                "VALUES ('attachment', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (direction, peer, sender_device, pointer.caption, pointer.sent_at_ms,
+                 server_time_ms, received_at_ms, status, seq),
+            )  # fmt: skip
+            message_id = _rowid(cursor)
+            self._db.execute(
+                "INSERT INTO attachments (message_id, blob_id, file_key, size, digest, "
+                "content_type, file_name, attachment_flags, duration_ms, width, height, state, "
+                "path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (message_id, pointer.blob_id, pointer.key, pointer.size, pointer.digest,
+                 pointer.content_type, pointer.file_name, int(pointer.flags),
+                 pointer.duration_ms, pointer.width, pointer.height, state, path),
+            )  # fmt: skip
+            return message_id
+
+    def attachment(self, message_id: int) -> StoredAttachment | None:
+        row = self._db.execute(
+            f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE message_id = ?",  # noqa: S608
+            (message_id,),
+        ).fetchone()
+        return None if row is None else _attachment(row)
+
+    def pending_downloads(self) -> list[int]:
+        """Attachment messages whose file is still to be fetched, oldest first."""
+        rows = self._db.execute(
+            "SELECT message_id FROM attachments WHERE state = 'pending' ORDER BY message_id"
+        )
+        return [int(row[0]) for row in rows]
+
+    def set_attachment_state(
+        self,
+        message_id: int,
+        state: AttachmentState,
+        *,
+        path: str | None = None,
+        failure: ErrorCode | None = None,
+    ) -> None:
+        with self.transaction():
+            self._db.execute(
+                "UPDATE attachments SET state = ?, path = ?, failure_code = ? WHERE message_id = ?",
+                (state, path, None if failure is None else int(failure), message_id),
+            )
+
+    def next_expiry_ms(self) -> int | None:
+        """When the next disappearing message is due (None: none is)."""
+        row = self._db.execute(
+            "SELECT min(expires_at_ms) FROM messages WHERE expires_at_ms IS NOT NULL"
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def purge_expired(self, now_ms: int) -> ExpiredMessages:
+        """Delete every message whose time is up, with its attachment row and any send of
+        it still in the outbox (sending it now would make the server's copy outlive it).
+        Returns their ids and the files saved for them, which the caller deletes once this
+        has committed (a file deleted first could not come back on a rollback)."""
+        with self.transaction():
+            rows = self._db.execute(
+                "SELECT m.id, a.state, a.path FROM messages m "
+                "LEFT JOIN attachments a ON a.message_id = m.id "
+                "WHERE m.expires_at_ms IS NOT NULL AND m.expires_at_ms <= ?",
+                (now_ms,),
+            ).fetchall()
+            ids = [int(row[0]) for row in rows]
+            for message_id in ids:
+                self._db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
+                self._db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+        files = tuple(str(row[2]) for row in rows if row[1] == "saved" and row[2] is not None)
+        return ExpiredMessages(tuple(ids), files)
 
     # --- outbox -------------------------------------------------------------------------
 
     def add_outbox(
-        self, message_id: int | None, recipient: str, content: bytes, frame: Send, now_ms: int
+        self,
+        message_id: int | None,
+        recipient: str,
+        content: bytes,
+        frame: Send | GroupSend,
+        now_ms: int,
     ) -> int:
-        """Queue a send: the frame's recipient, flags and per-device ciphertexts.
-        ``message_id`` None: a receipt, which is no message."""
+        """Queue a send: the frame's recipient, flags and per-device ciphertexts (a
+        GROUP_SEND: its group, roster digest and one payload). ``message_id`` None: a
+        receipt or another control content, which is no message."""
         with self.transaction():
             cursor = self._db.execute(
                 "INSERT INTO outbox (message_id, recipient, flags, content, created_at_ms) "
@@ -1203,16 +1551,29 @@ class Store:
                 (message_id, recipient, int(frame.flags), content, now_ms),
             )
             entry_id = _rowid(cursor)
+            if isinstance(frame, Send) and frame.ttl_seconds is not None:  # EXPIRES
+                self._db.execute(
+                    "UPDATE outbox SET ttl_seconds = ? WHERE id = ?", (frame.ttl_seconds, entry_id)
+                )
             self._write_payloads(entry_id, frame)
             return entry_id
 
-    def replace_outbox_frame(self, entry_id: int, frame: Send) -> None:
-        """After a device-mismatch correction: the entry now addresses these devices."""
+    def replace_outbox_frame(self, entry_id: int, frame: Send | GroupSend) -> None:
+        """After a device-mismatch correction: the entry now addresses these devices. (A
+        GROUP_SEND after a stale roster: a new digest, and a payload under the new key.)"""
         with self.transaction():
             self._db.execute("DELETE FROM outbox_payloads WHERE entry_id = ?", (entry_id,))
+            self._db.execute("DELETE FROM outbox_group_sends WHERE entry_id = ?", (entry_id,))
             self._write_payloads(entry_id, frame)
 
-    def _write_payloads(self, entry_id: int, frame: Send) -> None:
+    def _write_payloads(self, entry_id: int, frame: Send | GroupSend) -> None:
+        if isinstance(frame, GroupSend):
+            self._db.execute(
+                "INSERT INTO outbox_group_sends (entry_id, group_id, roster_digest, "
+                "ttl_seconds, payload) VALUES (?, ?, ?, ?, ?)",
+                (entry_id, frame.group_id, frame.roster_digest, frame.ttl_seconds, frame.payload),
+            )
+            return
         self._db.executemany(
             "INSERT INTO outbox_payloads (entry_id, device_id, registration_id, payload) "
             "VALUES (?, ?, ?, ?)",
@@ -1226,14 +1587,16 @@ class Store:
     def outbox(self) -> list[OutboxEntry]:
         """Unanswered sends, in the order they were made."""
         rows = self._db.execute(
-            "SELECT id, message_id, recipient, flags, content, created_at_ms FROM outbox "
+            "SELECT id, message_id, recipient, flags, content, created_at_ms, ttl_seconds "
+            "FROM outbox "
             "ORDER BY id"
         ).fetchall()
         return [self._outbox_entry(row) for row in rows]
 
     def outbox_entry(self, entry_id: int) -> OutboxEntry | None:
         row = self._db.execute(
-            "SELECT id, message_id, recipient, flags, content, created_at_ms FROM outbox "
+            "SELECT id, message_id, recipient, flags, content, created_at_ms, ttl_seconds "
+            "FROM outbox "
             "WHERE id = ?",
             (entry_id,),
         ).fetchone()
@@ -1252,7 +1615,18 @@ class Store:
         )
         recipient = str(row[2])
         # Request id 0 until the transport stamps its own on each transmission.
-        frame = Send(0, recipient, messages, SendFlags(int(str(row[3]))))
+        ttl = None if row[6] is None else int(str(row[6]))
+        frame: Send | GroupSend = Send(0, recipient, messages, SendFlags(int(str(row[3]))), ttl)
+        group_send = self._db.execute(
+            "SELECT group_id, roster_digest, ttl_seconds, payload FROM outbox_group_sends "
+            "WHERE entry_id = ?",
+            (entry_id,),
+        ).fetchone()
+        if group_send is not None:
+            group_id, digest, ttl_seconds, payload = group_send
+            frame = GroupSend(
+                0, bytes(group_id), bytes(digest), bytes(payload), frame.flags, ttl_seconds
+            )
         return OutboxEntry(
             id=entry_id,
             message_id=None if row[1] is None else int(str(row[1])),
@@ -1265,14 +1639,29 @@ class Store:
 
 _MESSAGE_COLUMNS = (
     "id, kind, direction, peer, sender_device, body, error_code, sent_at_ms, "
-    "server_time_ms, received_at_ms, status, seq"
+    "server_time_ms, received_at_ms, status, seq, expires_at_ms, timer_seconds"
 )
+_MESSAGE_KINDS: dict[object, MessageKind] = {
+    "text": "text",
+    "attachment": "attachment",
+    "timer": "timer",
+}
+_ATTACHMENT_COLUMNS = (
+    "blob_id, file_key, size, digest, content_type, file_name, attachment_flags, duration_ms, "
+    "width, height, state, path, failure_code"
+)
+_ATTACHMENT_STATES: dict[object, AttachmentState] = {
+    "pending": "pending",
+    "saved": "saved",
+    "failed": "failed",
+    "sent": "sent",
+}
 
 
 def _message(row: tuple[Any, ...]) -> StoredMessage:
     return StoredMessage(
         id=int(row[0]),
-        kind="text" if row[1] == "text" else "undecryptable",
+        kind=_MESSAGE_KINDS.get(row[1], "undecryptable"),
         direction="in" if row[2] == "in" else "out",
         peer=str(row[3]),
         sender_device=int(row[4]),
@@ -1283,6 +1672,26 @@ def _message(row: tuple[Any, ...]) -> StoredMessage:
         received_at_ms=row[9],
         status=str(row[10]),
         seq=row[11],
+        expires_at_ms=row[12],
+        timer_seconds=row[13],
+    )
+
+
+def _attachment(row: tuple[Any, ...]) -> StoredAttachment:
+    return StoredAttachment(
+        blob_id=bytes(row[0]),
+        key=bytes(row[1]),
+        size=int(row[2]),
+        digest=bytes(row[3]),
+        content_type=str(row[4]),
+        file_name=str(row[5]),
+        flags=AttachmentFlags(int(row[6])),
+        duration_ms=int(row[7]),
+        width=int(row[8]),
+        height=int(row[9]),
+        state=_ATTACHMENT_STATES[row[10]],
+        path=None if row[11] is None else str(row[11]),
+        failure=_error_code(row[12]),
     )
 
 

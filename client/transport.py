@@ -44,6 +44,7 @@ from protocol.frames import (
     DeviceMismatch,
     Error,
     Frame,
+    GroupSend,
     Notice,
     Ping,
     Pong,
@@ -423,8 +424,8 @@ class Transport:
         self._next_request_id += 1
         return request_id
 
-    async def request(self, frame: Send) -> Reply:
-        """Send a SEND and wait for its answer, across reconnections if need be.
+    async def request(self, frame: Send | GroupSend) -> Reply:
+        """Send a SEND (or a GROUP_SEND) and wait for its answer, across reconnections if need be.
 
         The frame's own request id is replaced by a fresh one of this transport.
         """
