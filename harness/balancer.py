@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
+
+from harness.background import running_in_background
 
 Address = tuple[str, int]
 
@@ -102,17 +103,6 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 @contextlib.contextmanager
 def running_balancer(backends: Sequence[Address]) -> Iterator[Balancer]:
-    """The balancer on its own event loop in a background thread (for pytest)."""
-    loop = asyncio.new_event_loop()
-    balancer = Balancer(backends)
-    thread = threading.Thread(target=loop.run_forever, name="balancer", daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(balancer.start(), loop).result(timeout=10)
+    """The balancer in a background thread (for pytest)."""
+    with running_in_background(Balancer(backends), "balancer") as balancer:
         yield balancer
-    finally:
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(balancer.stop(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()

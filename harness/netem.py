@@ -26,10 +26,11 @@ import contextlib
 import dataclasses
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from harness.background import running_in_background
 
 CHUNK = 512  # bytes read at a time: at 50 kbit/s one chunk holds the link for 82 ms
 QUEUE_CHUNKS = 32  # chunks waiting for one direction of one connection before reads stop
@@ -233,21 +234,10 @@ class NetemProxy:
 
 @contextlib.contextmanager
 def running_proxy(target: tuple[str, int], profile: Profile) -> Iterator[NetemProxy]:
-    """The proxy on its own event loop in a background thread, for synchronous callers
-    (pytest, benchmarks). Yields once it listens; stops it on exit."""
-    loop = asyncio.new_event_loop()
-    proxy = NetemProxy(target, profile)
-    thread = threading.Thread(target=loop.run_forever, name="netem", daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(proxy.start(), loop).result(timeout=10)
+    """The proxy in a background thread, for synchronous callers (pytest, benchmarks).
+    Yields once it listens; stops it on exit."""
+    with running_in_background(NetemProxy(target, profile), "netem") as proxy:
         yield proxy
-    finally:
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(proxy.stop(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
 
 
 def _host_port(value: str) -> tuple[str, int]:
