@@ -118,6 +118,7 @@ describe('two browsers chat', () => {
     );
     // Read the code off the canvas, module by module, and check it is the code the Python
     // client draws for the same payload.
+    await alice.page.waitForSelector('#safety canvas.qr[data-modules]'); // drawn once the encoder has loaded
     const qr = await alice.page.$eval('#safety canvas.qr', (node) => {
       const canvas = /** @type {HTMLCanvasElement} */ (node);
       const count = Number(canvas.dataset.modules);

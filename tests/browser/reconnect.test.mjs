@@ -123,8 +123,11 @@ describe('reconnect without loss', () => {
     await web.page.fill('#text', 'written in a tunnel');
     await web.page.click('#send');
     const last = web.page.locator('#messages li.out').last();
-    await last.waitFor();
-    assert.equal(await last.locator('.text').textContent(), 'written in a tunnel');
+    // It is drawn once the client has given up reaching the server: wait for it, not for
+    // the previous message (already the last one).
+    await web.page.waitForFunction(
+      () => [...document.querySelectorAll('#messages li.out .text')].at(-1)?.textContent === 'written in a tunnel',
+    );
     // Waiting (not stored yet) or pending (stored, not yet accepted): never lost, never sent.
     assert.match((await last.getAttribute('data-status')) ?? '', /^(waiting|pending)$/);
     assert.equal(await web.page.inputValue('#text'), '');

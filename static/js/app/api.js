@@ -146,26 +146,47 @@ export class Api {
       if (response.ok) throw badResponse(`${what}: the answer is not JSON`);
     }
     if (response.ok) return data;
-    const status = response.status;
-    const retry = Number(response.headers.get('Retry-After'));
-    const extra = {
-      status,
-      fields: data?.fields && typeof data.fields === 'object' ? data.fields : {},
-      retryAfter: Number.isFinite(retry) && response.headers.has('Retry-After') ? retry : null,
-    };
-    const slug = data?.code;
-    const message = typeof data?.message === 'string' && data.message ? data.message : `HTTP ${status}`;
-    if (typeof slug !== 'string') {
-      throw new ClientError(LocalCode.BAD_RESPONSE, `${what}: HTTP ${status} without an error code`, extra);
-    }
-    try {
-      errorCodeFromSlug(slug);
-    } catch {
-      // A code newer than this client: keep it readable rather than guess.
-      throw new ClientError(LocalCode.BAD_RESPONSE, `${what}: HTTP ${status} ${slug}: ${message}`, extra);
-    }
-    throw new ClientError(slug, message, extra);
+    throw errorFrom(response, data, what);
   }
+
+  /**
+   * A request whose answer is read from its headers or streamed (attachment blobs): the
+   * Response when it succeeded, else the server's error as a ClientError.
+   * @param {string} method
+   * @param {string} path
+   * @param {{body?: Uint8Array, headers?: Record<string, string>, signal?: AbortSignal}} [options]
+   * @returns {Promise<Response>}
+   */
+  async raw(method, path, { body, headers = {}, signal } = {}) {
+    const what = `${method} ${path}`;
+    /** @type {Record<string, string>} */
+    const all = { ...headers };
+    if (this.token) all.Authorization = `Bearer ${this.token}`;
+    const csrf = UNSAFE.has(method) ? readCookie('csrftoken') : null;
+    if (csrf) all['X-CSRFToken'] = csrf;
+    let response;
+    try {
+      response = await this._fetch(this.baseUrl + path, {
+        method,
+        headers: all,
+        body: /** @type {BodyInit | undefined} */ (body),
+        credentials: 'same-origin',
+        ...(signal ? { signal } : {}),
+      });
+    } catch (error) {
+      if (signal?.aborted) throw new ClientError(LocalCode.CLOSED, `${what}: cancelled`);
+      throw new ClientError(LocalCode.UNREACHABLE, `cannot reach ${this.baseUrl} (${what}): ${error}`);
+    }
+    if (response.ok) return response;
+    let data = null;
+    try {
+      data = method === 'HEAD' ? null : JSON.parse(await response.text());
+    } catch {
+      // no JSON body: the status says it
+    }
+    throw errorFrom(response, data, what);
+  }
+
 
   // --- accounts and sessions --------------------------------------------------------
 
@@ -175,8 +196,12 @@ export class Api {
    * @param {Uint8Array} identityKey
    * @param {DeviceUpload} device
    * @param {Uint8Array} deviceList the SignedDeviceList (version 1) naming this device
+   * @param {{birthDate?: string | null, ageConfirmed?: boolean | null, consents?: string[] | null}} [answers]
+   *   the region's age rule (`birth_date` YYYY-MM-DD, or `age_confirmed`) and the consent
+   *   purposes agreed to; each is sent only when given
    */
-  async createAccount(username, password, identityKey, device, deviceList) {
+  async createAccount(username, password, identityKey, device, deviceList, answers = {}) {
+    /** @type {Record<string, unknown>} */
     const body = {
       username,
       password,
@@ -184,6 +209,9 @@ export class Api {
       device: deviceBody(device),
       device_list_b64: toBase64(deviceList),
     };
+    if (answers.birthDate) body.birth_date = answers.birthDate;
+    if (typeof answers.ageConfirmed === 'boolean') body.age_confirmed = answers.ageConfirmed;
+    if (answers.consents) body.consents = answers.consents;
     const data = await this.request('POST', '/api/v1/accounts', body, { bearer: false });
     return {
       username: /** @type {string} */ (field(data, 'username', 'string')),
@@ -359,6 +387,97 @@ export class Api {
       kem_prekey_b64: toBase64(kemPrekey),
     });
   }
+
+  // --- attachments (docs/api.md, "Attachments") ---------------------------------------
+
+  /**
+   * Announce a blob of `size` bytes (protocol blobSize of the file).
+   * @param {number} size
+   * @returns {Promise<{id: string, size: number, offset: number, chunkBytes: number}>}
+   */
+  async createBlob(size) {
+    const data = await this.request('POST', '/api/v1/attachments', { size });
+    return {
+      id: field(data, 'id', 'string'),
+      size: field(data, 'size', 'number'),
+      offset: field(data, 'offset', 'number'),
+      chunkBytes: field(data, 'chunk_bytes', 'number'),
+    };
+  }
+
+  /**
+   * Append `chunk` at `offset` (where the server is); resolves to the new offset.
+   * @param {string} blobId
+   * @param {number} offset
+   * @param {Uint8Array} chunk
+   * @param {AbortSignal} [signal]
+   */
+  async uploadChunk(blobId, offset, chunk, signal) {
+    const headers = { 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' };
+    return uploadOffset(await this.raw('PATCH', blobPath(blobId), { body: chunk, headers, signal }));
+  }
+
+  /**
+   * How many bytes of the blob the server holds: where an upload resumes.
+   * @param {string} blobId
+   * @param {AbortSignal} [signal]
+   */
+  async uploadOffset(blobId, signal) {
+    return uploadOffset(await this.raw('HEAD', blobPath(blobId), { signal }));
+  }
+
+  /**
+   * The blob from byte `start` on, as a streamed Response (206, or 200 from 0).
+   * @param {string} blobId
+   * @param {number} [start]
+   * @param {AbortSignal} [signal]
+   */
+  downloadBlob(blobId, start = 0, signal) {
+    const headers = { Accept: 'application/octet-stream', ...(start ? { Range: `bytes=${start}-` } : {}) };
+    return this.raw('GET', blobPath(blobId), { headers, signal });
+  }
+}
+
+/** @param {string} blobId */
+function blobPath(blobId) {
+  return `/api/v1/attachments/${encodeURIComponent(blobId)}`;
+}
+
+/** @param {Response} response */
+function uploadOffset(response) {
+  const value = Number(response.headers.get('Upload-Offset'));
+  if (!response.headers.has('Upload-Offset') || !Number.isSafeInteger(value) || value < 0) {
+    throw badResponse(`${response.url}: no Upload-Offset in the answer`);
+  }
+  return value;
+}
+
+/**
+ * The ClientError for a failed answer: the server's `{code, message, fields}`.
+ * @param {Response} response
+ * @param {any} data the parsed body, if any
+ * @param {string} what
+ */
+function errorFrom(response, data, what) {
+  const status = response.status;
+  const retry = Number(response.headers.get('Retry-After'));
+  const extra = {
+    status,
+    fields: data?.fields && typeof data.fields === 'object' ? data.fields : {},
+    retryAfter: Number.isFinite(retry) && response.headers.has('Retry-After') ? retry : null,
+  };
+  const slug = data?.code;
+  const message = typeof data?.message === 'string' && data.message ? data.message : `HTTP ${status}`;
+  if (typeof slug !== 'string') {
+    return new ClientError(LocalCode.BAD_RESPONSE, `${what}: HTTP ${status} without an error code`, extra);
+  }
+  try {
+    errorCodeFromSlug(slug);
+  } catch {
+    // A code newer than this client: keep it readable rather than guess.
+    return new ClientError(LocalCode.BAD_RESPONSE, `${what}: HTTP ${status} ${slug}: ${message}`, extra);
+  }
+  return new ClientError(slug, message, extra);
 }
 
 /**

@@ -34,17 +34,30 @@
  * them), markRead() a READ receipt; the queue is sent per sender, up to 100 messages per
  * receipt, once the backlog is in. A receipt moves our message's status forwards only:
  * pending → sent → delivered → read. With receipts off, none are sent (others' still count).
+ *
+ * Files, typing, disappearing messages (protocol.md §17.4–17.5, as client/core.py). A file
+ * is encrypted while it is read and uploaded before anything is stored (transfer.js); its
+ * pointer then goes like a text (ATTACHMENT; SENT_CONTENT to our other devices) and is
+ * stored sealed, the key never leaving this module. Downloads are checked against the
+ * pointer before the page gets the file. Typing indicators are EPHEMERAL sends to the
+ * devices we have sessions with, never stored, never retried. A conversation's timer is
+ * set by a TIMER (the later one wins); while it is on, texts and files go as EXPIRING in
+ * SENDs with EXPIRES, and each side deletes them on its own clock: the sender from
+ * sending, the receiver from showing (markRead); a timer purges them ('expired').
  */
 
 import {
   ADDRESS_BYTES,
   AccountIdentity,
+  Attachment,
+  AttachmentFlags,
   Deliver,
   DeviceCertificate,
   DeviceKeys,
   DeviceMessage,
   DeviceMismatch,
   ErrorCode,
+  Expiring,
   HISTORY_TRANSFER_ID_BYTES,
   HistoryChunk,
   HistoryRecord,
@@ -53,6 +66,7 @@ import {
   MAX_PREKEYS_PER_UPLOAD,
   MAX_RECEIPT_ITEMS,
   MAX_TEXT_BYTES,
+  MAX_TTL_SECONDS,
   MessageKind,
   Notice,
   NoticeKind,
@@ -64,12 +78,17 @@ import {
   Receipt,
   ReceiptKind,
   Send,
+  SendFlags,
   SendOk,
+  SentContent,
   SentTranscript,
   SessionRecord,
   SignedDeviceList,
   SignedPreKeyPair,
   Text,
+  TimerUpdate,
+  Typing,
+  TypingAction,
   base64UrlDecode,
   bytesEqual,
   checkDevices,
@@ -93,6 +112,7 @@ import { Api } from './api.js';
 import { ClientError, LocalCode, asClientError } from './errors.js';
 import { Relay, relayUrl } from './relay.js';
 import { Store, req } from './store.js';
+import { blobIdHex, downloadFile, uploadFile } from './transfer.js';
 
 /** @import { Push } from './relay.js' */
 
@@ -107,18 +127,30 @@ const WEEK_MS = 7 * 24 * 3600 * 1000; // signed prekey age before rotation; grac
 const KEYGEN_BATCH = 10; // prekeys generated between two yields to the event loop
 const RANK = { pending: 0, failed: 0, sent: 1, delivered: 2, read: 3 };
 const NO_PREKEYS = { signedPrekey: () => null, oneTimePrekey: () => null, kemPrekey: () => null };
-const SENDING_STORES = ['config', 'messages', 'outbox', 'sessions', 'peerDevices', 'receipts'];
+const SENDING_STORES = ['config', 'messages', 'outbox', 'sessions', 'peerDevices', 'receipts', 'conversations'];
+const TYPING_TIMEOUT_MS = 10_000; // a typing indicator the server has not taken by then is moot
 const KINDS = [ReceiptKind.DELIVERED, ReceiptKind.READ];
 
 /**
+ * What the page sees of an attachment (never its key): `blobId` in hex names it for
+ * download(); `thumbnail` is the sender's small JPEG (may be empty).
+ * @typedef {{blobId: string, contentType: string, fileName: string, size: number, voice: boolean,
+ *   durationMs: number, width: number, height: number, thumbnail: Uint8Array, caption: string}} AttachmentInfo
+ */
+/**
  * A message as the page sees it. `id` is a string; `sentAt` the sender's clock (for an
  * undecryptable one, the server's); `code` the reason a message could not be decrypted.
- * @typedef {{id: string, peer: string, direction: 'in' | 'out', kind: 'text' | 'undecryptable',
+ * Kind 'attachment' has `attachment`; kind 'timer' (the notice "X set disappearing
+ * messages to T") has `timerSeconds` (0: off). A disappearing message has `timerSeconds`
+ * and, once its clock runs (sent; or shown, for one received), `expiresAt` (ms).
+ * @typedef {{id: string, peer: string, direction: 'in' | 'out',
+ *   kind: 'text' | 'undecryptable' | 'attachment' | 'timer',
  *   text: string | null, sentAt: number, status: string, senderDevice: number,
- *   serverTime: number | null, code?: string}} Message
+ *   serverTime: number | null, code?: string, attachment?: AttachmentInfo,
+ *   timerSeconds?: number, expiresAt?: number}} Message
  */
 /** @typedef {{username: string, certificates: Map<number, DeviceCertificate>, bundles: Map<number, PreKeyBundle>}} Target */
-/** @typedef {{id?: number, messageId: number | null, recipient: string, primary: boolean, content: Uint8Array, payloads: {deviceId: number, registrationId: number, payload: Uint8Array}[], createdAt: number}} OutboxEntry */
+/** @typedef {{id?: number, messageId: number | null, recipient: string, primary: boolean, content: Uint8Array, payloads: {deviceId: number, registrationId: number, payload: Uint8Array}[], createdAt: number, ttlSeconds?: number | null}} OutboxEntry */
 /**
  * An account's devices as the server shows them, checked against its signed list:
  * `accepted` by id, `certificates` the accepted ones to encrypt to (our own device left
@@ -162,11 +194,19 @@ function receiptsMayWait(error) {
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
+ * The SEND flags of a message sent under a disappearing timer: EXPIRES with the timer as
+ * ttl_seconds, so that the relay drops its copy by then, delivered or not.
+ * @param {number | null | undefined} ttlSeconds
+ */
+const sendFlags = (ttlSeconds) => (ttlSeconds ? { flags: SendFlags.EXPIRES, ttlSeconds } : {});
+
+/**
  * @param {any} row a `messages` row
  * @param {string | null} text
+ * @param {Attachment | null} [pointer] a kind 'attachment' row's pointer, unsealed
  * @returns {Message}
  */
-function publicMessage(row, text) {
+function publicMessage(row, text, pointer = null) {
   /** @type {Message} */
   const message = {
     id: String(row.id),
@@ -180,7 +220,50 @@ function publicMessage(row, text) {
     serverTime: num(row.serverTime),
   };
   if (row.code) message.code = row.code;
+  if (row.timerSeconds !== undefined && row.timerSeconds !== null) message.timerSeconds = row.timerSeconds;
+  if (typeof row.expiresAt === 'number') message.expiresAt = row.expiresAt;
+  if (pointer) {
+    message.attachment = {
+      blobId: blobIdHex(pointer.blobId),
+      contentType: pointer.contentType,
+      fileName: pointer.fileName,
+      size: pointer.size,
+      voice: pointer.voice,
+      durationMs: Number(pointer.durationMs),
+      width: Number(pointer.width),
+      height: Number(pointer.height),
+      thumbnail: pointer.thumbnail,
+      caption: pointer.caption,
+    };
+  }
   return message;
+}
+
+/**
+ * Take the EXPIRING layer off, also inside a SENT_CONTENT (client/disappearing.py unwrap):
+ * the content to process as if it had none, and its timer (0: not a disappearing message).
+ * A SENT_CONTENT of an expiring text becomes the SENT transcript of that text.
+ * @param {import('../protocol/content.js').Content} content
+ * @returns {[import('../protocol/content.js').Content, number]}
+ */
+function unwrapExpiring(content) {
+  if (content instanceof Expiring) return [content.inner, content.timerSeconds];
+  if (content instanceof SentContent && content.inner instanceof Expiring) {
+    const { inner, timerSeconds } = content.inner;
+    if (inner instanceof Text) return [new SentTranscript(content.destination, inner.body, content.sentAtMs), timerSeconds];
+    return [new SentContent(content.destination, inner, content.sentAtMs), timerSeconds];
+  }
+  return [content, 0];
+}
+
+/**
+ * An ATTACHMENT with another sent_at (the pointer is built before its message is).
+ * @param {Attachment} a
+ * @param {import('../protocol/encoding.js').Uint64} sentAtMs
+ */
+function withSentAt(a, sentAtMs) {
+  const { blobId, key, size, digest, flags, contentType, fileName, durationMs, width, height, thumbnail, caption } = a;
+  return new Attachment({ blobId, key, size, digest, flags, contentType, fileName, durationMs, width, height, thumbnail, caption, sentAtMs });
 }
 
 /**
@@ -227,6 +310,22 @@ async function setStatus(t, id, status, serverTime) {
   if (serverTime !== undefined) row.serverTime = serverTime;
   await req(messages.put(row));
   return { id: String(id), peer: row.peer, status };
+}
+
+/**
+ * Apply a TIMER sent at `sentAt` to the conversation with `peer`; false (nothing changed)
+ * if a later one was applied already (client/store.py set_conversation_timer).
+ * @param {IDBTransaction} t
+ * @param {string} peer
+ * @param {number} timerSeconds
+ * @param {number} sentAt
+ */
+async function setConversationTimer(t, peer, timerSeconds, sentAt) {
+  const conversations = t.objectStore('conversations');
+  const row = await req(conversations.get(peer));
+  if (row && row.timerSetAt > sentAt) return false;
+  await req(conversations.put({ ...row, peer, timerSeconds, timerSetAt: sentAt }));
+  return true;
 }
 
 /**
@@ -334,6 +433,10 @@ export class WebClient extends EventTarget {
     this._reported = new Set();
     /** @type {{code: LinkCode, privateKey: Uint8Array, address: string, expiresAt: number} | null} */
     this._pendingLink = null;
+    /** @type {Map<string, Blob>} files this page sent or already decrypted, by message id */
+    this._localFiles = new Map();
+    /** @type {ReturnType<typeof setTimeout> | undefined} the next disappearing message's */
+    this._expiryTimer = undefined;
   }
 
   /**
@@ -384,6 +487,11 @@ export class WebClient extends EventTarget {
 
   get receiptsEnabled() {
     return this._config.receipts !== false;
+  }
+
+  /** Typing indicators are sent, and others' shown (the Python client's `typing`). */
+  get typingEnabled() {
+    return this._config.typing !== false;
   }
 
   /** @returns {DeviceKeys} */
@@ -459,9 +567,12 @@ export class WebClient extends EventTarget {
    * server also sets the session cookie.
    * @param {string} username
    * @param {string} password
-   * @param {{deviceName?: string}} [options]
+   * @param {{deviceName?: string, birthDate?: string | null, ageConfirmed?: boolean | null,
+   *   consents?: string[] | null}} [options] also the region's age rule (a birth date
+   *   YYYY-MM-DD, or the confirmation of the age of self-consent) and the consent purposes
+   *   agreed to, sent only when given (docs/api.md, sign-up)
    */
-  async register(username, password, { deviceName = 'Web browser' } = {}) {
+  async register(username, password, { deviceName = 'Web browser', birthDate = null, ageConfirmed = null, consents = null } = {}) {
     if (this._device) {
       throw new ClientError(LocalCode.ALREADY_REGISTERED, `this browser already holds the account ${this.username}`);
     }
@@ -475,6 +586,7 @@ export class WebClient extends EventTarget {
       account.publicKey,
       made.upload(deviceName),
       deviceList.encode(),
+      { birthDate, ageConfirmed, consents },
     );
     if (registration.username !== username || registration.deviceId !== DEVICE_ID) {
       throw new ClientError(
@@ -767,7 +879,7 @@ export class WebClient extends EventTarget {
     const records = [];
     let size = 0;
     for (const row of this._ordered(rows).reverse()) {
-      if (row.kind !== 'text' || row.status === 'failed' || !row.text) continue;
+      if (row.kind !== 'text' || row.status === 'failed' || !row.text || row.timerSeconds) continue; // never a disappearing one
       const text = await this._store.unsealText(row.text, 'message');
       const record = new HistoryRecord(row.peer, row.direction === 'out', Number(row.sentAt ?? row.serverTime ?? 0), text);
       size += encodeHistoryRecords([record]).length - 1; // less the count byte
@@ -958,6 +1070,7 @@ export class WebClient extends EventTarget {
       }
       await this._flushOutbox();
       if ((await this._store.getAll('receipts')).length) this._scheduleReceipts(); // left behind
+      this._scheduleExpiry();
     })();
     this._connecting = connecting;
     return connecting;
@@ -970,6 +1083,8 @@ export class WebClient extends EventTarget {
   }
 
   _disconnect() {
+    clearTimeout(this._expiryTimer);
+    this._expiryTimer = undefined;
     clearTimeout(this._receiptTimer);
     this._receiptTimer = undefined;
     const relay = this._relay;
@@ -1017,6 +1132,7 @@ export class WebClient extends EventTarget {
       if (push.seq !== 0) this._relay?.ack([push.seq]); // seq 0: ephemeral, never acked
       for (const [type, detail] of events) if (type !== 'owed') this._emit(type, detail);
       if (events.some(([type]) => type === 'owed')) this._receiptsDue(push.sender);
+      if (events.some(([type]) => type === 'message')) this._scheduleExpiry();
     } else if (push instanceof Notice && push.kind === NoticeKind.PREKEYS_LOW) {
       this._topUp(true).catch((error) => this._emitError(error));
     }
@@ -1059,13 +1175,28 @@ export class WebClient extends EventTarget {
     }
     const own = this.username;
     const ownAccount = sender === own;
+    // A disappearing message is processed as what it wraps, then given its timer: the
+    // receiver's clock starts when it is shown (markRead), a copy of what our other device
+    // sent at its sent_at.
+    let timer = 0;
+    if (content) [content, timer] = unwrapExpiring(content);
     const sessionRow = await store.sealSession(sender, senderDevice, record, now);
     const text = content instanceof Text || (content instanceof SentTranscript && ownAccount) ? content.body : null;
     const sealedText = text === null ? null : await store.sealText(text, 'message');
+    /** @type {Attachment | null} */
+    let pointer = null;
+    if (content instanceof Attachment && !ownAccount) pointer = content;
+    if (content instanceof SentContent && ownAccount && content.inner instanceof Attachment) pointer = content.inner;
+    const sealedPointer = pointer ? await store.seal(encodeContent(pointer), 'attachment') : null;
     const receipts = this.receiptsEnabled && !ownAccount;
     const history = content instanceof HistoryChunk && ownAccount ? await this._prepareHistory(content, senderDevice, now) : null;
-    const stores = ['sessions', 'identities', 'peerDevices', 'prekeys', 'messages', 'receipts'];
+    const stores = ['sessions', 'identities', 'peerDevices', 'prekeys', 'messages', 'receipts', 'conversations'];
     if (history) stores.push('config', 'historyChunks', 'historyTransfers');
+    /** @type {Record<string, unknown>} the timer fields of a disappearing message's row */
+    const expiry = timer ? { timerSeconds: timer } : {};
+    if (timer && (content instanceof SentTranscript || content instanceof SentContent)) {
+      expiry.expiresAt = Number(content.sentAtMs) + timer * 1000;
+    }
 
     return store.write(stores, async (t) => {
       /** @type {[string, unknown][]} */
@@ -1097,6 +1228,7 @@ export class WebClient extends EventTarget {
           receivedAt: now,
           status: 'received',
           seq: frame.seq,
+          ...expiry,
         };
         const id = await req(t.objectStore('messages').add(row));
         if (receipts) {
@@ -1104,6 +1236,36 @@ export class WebClient extends EventTarget {
           events.push(['owed', null]);
         }
         events.push(['message', { message: publicMessage({ ...row, id }, text) }]);
+      } else if (pointer && sealedPointer) {
+        // A file from them, or the pointer of one our other device sent.
+        const incoming = !ownAccount;
+        const row = {
+          kind: 'attachment',
+          direction: incoming ? 'in' : 'out',
+          peer: incoming ? sender : /** @type {SentContent} */ (content).destination,
+          senderDevice,
+          text: null,
+          attachment: sealedPointer,
+          code: null,
+          sentAt: /** @type {Attachment | SentContent} */ (content).sentAtMs,
+          serverTime: frame.serverTimeMs,
+          receivedAt: now,
+          status: incoming ? 'received' : 'sent',
+          seq: frame.seq,
+          ...expiry,
+        };
+        const id = await req(t.objectStore('messages').add(row));
+        if (incoming && receipts) {
+          await queueReceipt(t, sender, ReceiptKind.DELIVERED, [row.sentAt]);
+          events.push(['owed', null]);
+        }
+        events.push(['message', { message: publicMessage({ ...row, id }, null, pointer) }]);
+      } else if (content instanceof TimerUpdate && !ownAccount) {
+        events.push(...(await this._takeTimer(t, sender, 'in', content, frame, now)));
+      } else if (content instanceof SentContent && ownAccount && content.inner instanceof TimerUpdate) {
+        events.push(...(await this._takeTimer(t, content.destination, 'out', content.inner, frame, now)));
+      } else if (content instanceof Typing && !ownAccount) {
+        if (this.typingEnabled) events.push(['typing', { peer: sender, device: senderDevice, started: content.action === TypingAction.STARTED }]);
       } else if (content instanceof SentTranscript && ownAccount) {
         // Our other device sent this: ours, in the conversation with its destination.
         const row = {
@@ -1118,6 +1280,7 @@ export class WebClient extends EventTarget {
           receivedAt: now,
           status: 'sent',
           seq: frame.seq,
+          ...expiry,
         };
         const id = await req(t.objectStore('messages').add(row));
         events.push(['message', { message: publicMessage({ ...row, id }, text) }]);
@@ -1186,6 +1349,39 @@ export class WebClient extends EventTarget {
     if (frame.seq !== 0) row.useq = frame.seq;
     const id = await req(messages.add(row));
     return [['undecryptable', { message: publicMessage({ ...row, id }, null) }]];
+  }
+
+  /**
+   * A TIMER from `peer`, or (SENT_CONTENT) one our other device sent to `peer`: applied
+   * unless a later one already was (two people setting it at once end up with the same),
+   * and stored as the conversation's notice.
+   * @param {IDBTransaction} t
+   * @param {string} peer
+   * @param {'in' | 'out'} direction
+   * @param {TimerUpdate} update
+   * @param {Deliver} frame
+   * @param {number} now
+   * @returns {Promise<[string, unknown][]>}
+   */
+  async _takeTimer(t, peer, direction, update, frame, now) {
+    const sentAt = Number(update.sentAtMs);
+    if (!(await setConversationTimer(t, peer, update.timerSeconds, sentAt))) return [];
+    const row = {
+      kind: 'timer',
+      direction,
+      peer,
+      senderDevice: frame.senderDevice,
+      text: null,
+      code: null,
+      sentAt,
+      serverTime: frame.serverTimeMs,
+      receivedAt: now,
+      status: direction === 'in' ? 'read' : 'sent', // a notice: nothing unread, no receipt
+      seq: frame.seq,
+      timerSeconds: update.timerSeconds,
+    };
+    const id = await req(t.objectStore('messages').add(row));
+    return [['message', { message: publicMessage({ ...row, id }, null) }], ['timer', { peer, timerSeconds: update.timerSeconds, by: direction === 'in' ? peer : this.username }]];
   }
 
   // --- history from our other device -----------------------------------------------
@@ -1300,15 +1496,114 @@ export class WebClient extends EventTarget {
     if (size > MAX_TEXT_BYTES) {
       throw new ClientError('too_large', `the message is ${size} bytes; the limit is ${MAX_TEXT_BYTES}`);
     }
+    return this._sendOutgoing(
+      peer,
+      async (sentAt) => ({ inner: new Text(text, sentAt), fields: { kind: 'text', text: await this._store.sealText(text, 'message') } }),
+      (row) => publicMessage(row, text),
+    );
+  }
+
+  /**
+   * Send a file: encrypt it with a fresh key as it is read, upload the blob (resuming
+   * after a lost connection; `onProgress(done, total)` in blob bytes; `signal` cancels),
+   * then send its pointer like a text (EXPIRING while the conversation has a timer; the
+   * copy for our other devices as SENT_CONTENT). `thumbnail` (a small JPEG), `width` and
+   * `height` describe an image; `voice` and `durationMs` a voice message. Throws
+   * ClientError attachment_too_large (above 100 MiB), closed (cancelled), what the upload
+   * met, and what sendText throws.
+   * @param {string} username
+   * @param {Blob} file
+   * @param {{fileName?: string, contentType?: string, voice?: boolean, durationMs?: number,
+   *   width?: number, height?: number, thumbnail?: Uint8Array, caption?: string,
+   *   onProgress?: (done: number, total: number) => void, signal?: AbortSignal}} [options]
+   * @returns {Promise<Message>}
+   */
+  async sendFile(username, file, options = {}) {
+    const peer = normalize(username);
+    await this.connect();
+    // Fail before a long upload, not after: an unknown account, a changed key.
+    if (peer !== this.username) await this._fetchDevices(peer);
+    const uploaded = await uploadFile(this._api, file, { onProgress: options.onProgress, signal: options.signal });
+    const name = options.fileName ?? (file instanceof File ? file.name : '');
+    const pointer = new Attachment({
+      ...uploaded,
+      flags: options.voice ? AttachmentFlags.VOICE : AttachmentFlags.NONE,
+      contentType: (options.contentType ?? file.type) || 'application/octet-stream',
+      fileName: name,
+      durationMs: Math.round(options.durationMs ?? 0),
+      width: options.width ?? 0,
+      height: options.height ?? 0,
+      thumbnail: options.thumbnail ?? new Uint8Array(0),
+      caption: options.caption ?? '',
+      sentAtMs: 0,
+    });
+    /** @type {Attachment} */
+    let sent = pointer;
+    const message = await this._sendOutgoing(
+      peer,
+      async (sentAt) => {
+        sent = withSentAt(pointer, sentAt);
+        return { inner: sent, fields: { kind: 'attachment', attachment: await this._store.seal(encodeContent(sent), 'attachment') } };
+      },
+      (row) => {
+        this._localFiles.set(String(row.id), file); // shown from here, not downloaded again
+        return publicMessage(row, null, sent);
+      },
+    );
+    return message;
+  }
+
+  /**
+   * Set the conversation's disappearing-messages timer (0: off) and tell `username` (and
+   * our other devices) with a TIMER, stored as the conversation's notice. Afterwards texts
+   * and files to them go as EXPIRING with SEND EXPIRES ttl = the timer.
+   * @param {string} username
+   * @param {number} seconds
+   * @returns {Promise<Message>}
+   */
+  async setTimer(username, seconds) {
+    const peer = normalize(username);
+    if (!Number.isSafeInteger(seconds) || seconds < 0 || seconds > MAX_TTL_SECONDS) {
+      throw new ClientError('invalid_value', `the timer must be 0 to ${MAX_TTL_SECONDS} seconds`);
+    }
+    const message = await this._sendOutgoing(
+      peer,
+      async (sentAt) => ({ inner: new TimerUpdate(seconds, sentAt), fields: { kind: 'timer', timerSeconds: seconds } }),
+      (row) => publicMessage(row, null),
+      false,
+    );
+    this._emit('timer', { peer, timerSeconds: seconds, by: this.username });
+    return message;
+  }
+
+  /**
+   * The disappearing-messages timer of the conversation with `username` (0: off).
+   * @param {string} username
+   */
+  async timer(username) {
+    return (await this._store.get('conversations', normalize(username)))?.timerSeconds ?? 0;
+  }
+
+  /**
+   * Store, then send, what `make(sentAt)` builds for `peer` (see _storeOutgoing); `show`
+   * makes the page's view of the stored row.
+   * @param {string} peer
+   * @param {(sentAt: number) => Promise<{inner: Text | Attachment | TimerUpdate, fields: Record<string, unknown>}>} make
+   * @param {(row: any) => Message} show
+   * @param {boolean} [disappearing] false: never wrapped in EXPIRING (a TIMER)
+   * @returns {Promise<Message>}
+   */
+  async _sendOutgoing(peer, make, show, disappearing = true) {
     await this.connect();
     const store = this._store;
-    // Texts are prepared and stored one at a time, in call order, so that they go out
+    // Messages are prepared and stored one at a time, in call order, so that they go out
     // (and are named by sent_at) in the order they were written; each is stored, and
     // shown as pending, without waiting for the previous one's answer.
-    const stored = this._sendQueue.then(() => this._storeText(peer, text));
+    const stored = this._sendQueue.then(() => this._storeOutgoing(peer, make, disappearing));
     this._sendQueue = stored.catch(() => {});
     const { row, entries } = await stored;
-    this._emit('message', { message: publicMessage(row, text) });
+    this._emit('message', { message: show(row) });
+    if (row.expiresAt) this._scheduleExpiry();
     for (const entry of entries) {
       try {
         await this._dispatch(entry);
@@ -1327,22 +1622,26 @@ export class WebClient extends EventTarget {
         throw asClientError(error);
       }
     }
-    return publicMessage((await store.get('messages', row.id)) ?? row, text);
+    return show((await store.get('messages', row.id)) ?? row);
   }
 
   /**
-   * Encrypt a text for `peer`'s devices, and as a SENT transcript for our other devices
-   * (a note to self too), and store it with its outbox entries and the advanced sessions,
-   * in one transaction.
+   * Encrypt what `make(sentAt)` builds for `peer`'s devices, and its copy (a SENT
+   * transcript for a plain text, else SENT_CONTENT) for our other devices (a note to self
+   * too), and store it with its outbox entries and the advanced sessions, in one
+   * transaction. While the conversation has a timer (and `disappearing`), a text or a
+   * file goes as EXPIRING in EXPIRES sends with ttl_seconds = the timer, and is stored to
+   * expire that long after it was sent.
    * @param {string} peer
-   * @param {string} text
+   * @param {(sentAt: number) => Promise<{inner: Text | Attachment | TimerUpdate, fields: Record<string, unknown>}>} make
+   * @param {boolean} disappearing
    */
-  async _storeText(peer, text) {
+  async _storeOutgoing(peer, make, disappearing) {
     const store = this._store;
     const own = /** @type {string} */ (this.username);
     /** @type {Target[]} */
     const targets = [];
-    /** @type {boolean[]} whether each target gets the transcript rather than the text */
+    /** @type {boolean[]} whether each target gets the transcript rather than the content */
     const transcript = [];
     if (peer !== own) {
       const recipient = await this._fetchDevices(peer);
@@ -1363,35 +1662,40 @@ export class WebClient extends EventTarget {
     const stored = await this._exclusive(async () => {
       const now = this._clock();
       const sentAt = await this._nextSentAt(now);
+      const timer = disappearing ? await this.timer(peer) : 0;
+      const { inner, fields } = await make(sentAt);
+      const outgoing = timer && !(inner instanceof TimerUpdate) ? new Expiring(timer, inner, sentAt) : inner;
+      const copy = outgoing instanceof Text ? new SentTranscript(peer, outgoing.body, sentAt) : new SentContent(peer, outgoing, sentAt);
       const cache = new Map();
       /** @type {DeviceMessage[][]} */
       const payloads = [];
       /** @type {Uint8Array[]} */
       const contents = [];
       for (const [i, target] of targets.entries()) {
-        const content = encodeContent(transcript[i] ? new SentTranscript(peer, text, sentAt) : new Text(text, sentAt), true);
+        const content = encodeContent(transcript[i] ? copy : outgoing, true);
         payloads.push(await this._encryptFor(target, content, cache));
         contents.push(await store.seal(content, 'outbox'));
       }
       const sessions = await this._sealSessions(cache, now);
-      const sealedText = await store.sealText(text, 'message');
       return store.write(SENDING_STORES, async (t) => {
         await req(t.objectStore('config').put(sentAt, 'lastSentAt'));
+        if (inner instanceof TimerUpdate) await setConversationTimer(t, peer, inner.timerSeconds, sentAt);
         const row = {
-          kind: 'text',
           direction: 'out',
           peer,
           senderDevice: this.deviceId,
-          text: sealedText,
+          text: null,
           code: null,
           sentAt,
           serverTime: null,
           receivedAt: null,
           status: targets.length ? 'pending' : 'sent', // a note to self with no other device
           seq: null,
+          ...fields,
+          ...(timer ? { timerSeconds: timer, expiresAt: sentAt + timer * 1000 } : {}),
         };
         const id = /** @type {number} */ (await req(t.objectStore('messages').add(row)));
-        const entries = await this._addOutbox(t, targets, payloads, sessions, contents, id, peer, now);
+        const entries = await this._addOutbox(t, targets, payloads, sessions, contents, id, peer, now, timer || null);
         return { row: { ...row, id }, entries };
       });
     });
@@ -1418,8 +1722,9 @@ export class WebClient extends EventTarget {
    * @param {number | null} messageId
    * @param {string | null} primary the conversation's peer (whose answer sets the status)
    * @param {number} now
+   * @param {number | null} [ttlSeconds] SEND EXPIRES with this ttl (a disappearing message)
    */
-  async _addOutbox(t, targets, payloads, sessions, contents, messageId, primary, now) {
+  async _addOutbox(t, targets, payloads, sessions, contents, messageId, primary, now, ttlSeconds = null) {
     for (const row of sessions) await req(t.objectStore('sessions').put(row));
     /** @type {OutboxEntry[]} */
     const entries = [];
@@ -1435,6 +1740,7 @@ export class WebClient extends EventTarget {
         content: Array.isArray(contents) ? contents[i] : contents,
         payloads: payloads[i].map(({ deviceId, registrationId, payload }) => ({ deviceId, registrationId, payload })),
         createdAt: now,
+        ttlSeconds,
       };
       entry.id = /** @type {number} */ (await req(t.objectStore('outbox').add(entry)));
       entries.push(entry);
@@ -1498,6 +1804,7 @@ export class WebClient extends EventTarget {
         requestId: 0,
         recipient: entry.recipient,
         messages: entry.payloads.map((p) => new DeviceMessage(p.deviceId, p.registrationId, p.payload)),
+        ...sendFlags(entry.ttlSeconds),
       });
     let frame = toFrame();
     for (let attempt = 1; attempt <= MAX_MISMATCH_ROUNDS; attempt++) {
@@ -1592,7 +1899,7 @@ export class WebClient extends EventTarget {
         const row = await req(t.objectStore('outbox').get(/** @type {number} */ (entry.id)));
         if (row) await req(t.objectStore('outbox').put({ ...row, payloads: entry.payloads }));
       });
-      return new Send({ requestId: 0, recipient, messages });
+      return new Send({ requestId: 0, recipient, messages, ...sendFlags(entry.ttlSeconds) });
     });
   }
 
@@ -1914,23 +2221,155 @@ export class WebClient extends EventTarget {
     peer = normalize(peer);
     const own = this.username;
     const receipts = this.receiptsEnabled && peer !== own;
+    const now = this._clock();
     const updates = await this._store.write(['messages', 'receipts'], async (t) => {
       const rows = await req(t.objectStore('messages').index('peer').getAll(peer));
+      /** @type {{id: string, peer: string, status: string, expiresAt?: number}[]} */
       const updates = [];
       const sentAts = [];
       for (const row of rows) {
         if (row.direction !== 'in' || row.status !== 'received') continue;
         row.status = 'read';
+        /** @type {{id: string, peer: string, status: string, expiresAt?: number}} */
+        const update = { id: String(row.id), peer, status: 'read' };
+        // Shown now: a disappearing message's clock starts.
+        if (row.timerSeconds && typeof row.expiresAt !== 'number') update.expiresAt = row.expiresAt = now + row.timerSeconds * 1000;
         await req(t.objectStore('messages').put(row));
-        updates.push({ id: String(row.id), peer, status: 'read' });
-        if (row.kind === 'text') sentAts.push(row.sentAt);
+        updates.push(update);
+        if (row.kind === 'text' || row.kind === 'attachment') sentAts.push(row.sentAt);
       }
       if (receipts && sentAts.length) await queueReceipt(t, peer, ReceiptKind.READ, sentAts);
       return updates;
     });
     for (const update of updates) this._emit('status', update);
     if (receipts && updates.length) this._scheduleReceipts();
+    if (updates.some((update) => update.expiresAt)) this._scheduleExpiry();
     return updates.length;
+  }
+
+  /** @param {boolean} on send typing indicators, and show others' */
+  async setTyping(on) {
+    await this._setConfig({ typing: Boolean(on) });
+  }
+
+  /**
+   * Tell `username` that we started (or stopped) typing: an EPHEMERAL send, which the
+   * server never stores and passes only to their devices connected now (client/core.py
+   * send_typing). Best effort: only devices we already have a session with get it, a
+   * device mismatch is not corrected, and nothing is sent while typing indicators are
+   * off or their identity key changed. Resolves to whether the server took it.
+   * @param {string} username
+   * @param {boolean} [started]
+   */
+  async sendTyping(username, started = true) {
+    const peer = normalize(username);
+    // Offline, it would go out late (after the reconnection): stale news, so not at all.
+    if (!this.typingEnabled || peer === this.username || this._relay?.state !== 'online') return false;
+    const identity = await this._store.get('identities', peer);
+    if (!identity || identity.changed) return false;
+    /** @type {Map<number, DeviceCertificate>} */
+    const certificates = new Map();
+    for (const row of await this._store.getAll('peerDevices')) {
+      if (row.username !== peer) continue;
+      const certificate = DeviceCertificate.decode(row.certificate);
+      if (await this._hasUsableSession(peer, certificate)) certificates.set(row.deviceId, certificate);
+    }
+    if (!certificates.size) return false;
+    const messages = await this._exclusive(async () => {
+      const now = this._clock();
+      const sentAt = await this._nextSentAt(now);
+      const action = started ? TypingAction.STARTED : TypingAction.STOPPED;
+      const cache = new Map();
+      const content = encodeContent(new Typing(action, sentAt), true);
+      const encrypted = await this._encryptFor({ username: peer, certificates, bundles: new Map() }, content, cache);
+      const sessions = await this._sealSessions(cache, now);
+      await this._store.write(['config', 'sessions'], async (t) => {
+        await req(t.objectStore('config').put(sentAt, 'lastSentAt'));
+        for (const row of sessions) await req(t.objectStore('sessions').put(row));
+      });
+      this._config.lastSentAt = sentAt;
+      return encrypted;
+    });
+    const frame = new Send({ requestId: 0, recipient: peer, messages, flags: SendFlags.EPHEMERAL });
+    try {
+      const reply = await Promise.race([this._relayOrThrow().request(frame), pause(TYPING_TIMEOUT_MS).then(() => null)]);
+      return reply instanceof SendOk;
+    } catch {
+      return false;
+    }
+  }
+
+  // --- disappearing messages ---------------------------------------------------------
+
+  /**
+   * Delete the disappearing messages whose time is up, with any send of them still in the
+   * outbox; 'expired' events ({peer, ids}) tell the page. Returns how many went.
+   */
+  async purgeExpired() {
+    const now = this._clock();
+    const gone = await this._store.write(['messages', 'outbox'], async (t) => {
+      // Only disappearing messages whose clock runs are in this index: few rows.
+      const index = t.objectStore('messages').index('expiresAt');
+      const rows = (await req(index.getAll())).filter((row) => row.expiresAt <= now);
+      if (!rows.length) return rows;
+      const ids = new Set(rows.map((row) => row.id));
+      for (const row of rows) await req(t.objectStore('messages').delete(row.id));
+      for (const entry of await req(t.objectStore('outbox').getAll())) {
+        if (ids.has(entry.messageId)) await req(t.objectStore('outbox').delete(entry.id));
+      }
+      return rows;
+    });
+    /** @type {Map<string, string[]>} */
+    const byPeer = new Map();
+    for (const row of gone) {
+      byPeer.set(row.peer, [...(byPeer.get(row.peer) ?? []), String(row.id)]);
+      this._localFiles.delete(String(row.id));
+    }
+    for (const [peer, ids] of byPeer) this._emit('expired', { peer, ids });
+    return gone.length;
+  }
+
+  /** Purge what is due and set a timer for the next disappearing message. */
+  _scheduleExpiry() {
+    clearTimeout(this._expiryTimer);
+    this._expiryTimer = undefined;
+    (async () => {
+      await this.purgeExpired();
+      const next = await this._store.read(['messages'], async (t) => {
+        const cursor = await req(t.objectStore('messages').index('expiresAt').openCursor());
+        return cursor ? /** @type {number} */ (cursor.key) : null;
+      });
+      if (next === null || !this._relay) return;
+      clearTimeout(this._expiryTimer);
+      // At most a day at a time: setTimeout's range is about 24.8 days.
+      const wait = Math.min(24 * 3600 * 1000, Math.max(0, next - this._clock()) + 50);
+      this._expiryTimer = setTimeout(() => this._scheduleExpiry(), wait);
+    })().catch((error) => this._emitError(error));
+  }
+
+  // --- attachments -----------------------------------------------------------------
+
+  /**
+   * The file of attachment message `id`: downloaded, checked against its pointer (digest,
+   * length, every chunk's tag) and decrypted, as a Blob of its content type. One this page
+   * sent, or already fetched, comes from memory. Throws ClientError decrypt_failed (the
+   * blob was tampered with, truncated or substituted), attachment_expired or
+   * unknown_attachment (gone from the server), unknown_message (no such attachment).
+   * @param {string} id
+   * @param {{onProgress?: (done: number, total: number) => void, signal?: AbortSignal}} [options]
+   * @returns {Promise<Blob>}
+   */
+  async download(id, options = {}) {
+    const held = this._localFiles.get(String(id));
+    if (held) return held;
+    const row = await this._store.get('messages', Number(id));
+    if (!row || row.kind !== 'attachment') throw new ClientError('unknown_message', `no attachment ${id}`);
+    const pointer = /** @type {Attachment} */ (decodeContent(await this._store.unseal(row.attachment, 'attachment')));
+    let file = await downloadFile(this._api, pointer, options);
+    if (file.size !== pointer.size) throw new ClientError('decrypt_failed', 'the attachment is not the size its pointer says');
+    if (this._localFiles.size > 50) this._localFiles.delete(/** @type {string} */ (this._localFiles.keys().next().value));
+    this._localFiles.set(String(id), file);
+    return file;
   }
 
   /** @param {boolean} on */
@@ -2117,7 +2556,8 @@ export class WebClient extends EventTarget {
 
   /** @param {any} row */
   async _public(row) {
-    return publicMessage(row, row.text ? await this._store.unsealText(row.text, 'message') : null);
+    const pointer = row.attachment ? /** @type {Attachment} */ (decodeContent(await this._store.unseal(row.attachment, 'attachment'))) : null;
+    return publicMessage(row, row.text ? await this._store.unsealText(row.text, 'message') : null, pointer);
   }
 
   /**
@@ -2136,6 +2576,7 @@ export class WebClient extends EventTarget {
    * @returns {Promise<Message[]>}
    */
   async messages(peer) {
+    await this.purgeExpired();
     const rows = await this._store.getAll('messages', { index: 'peer', query: normalize(peer) });
     return Promise.all(this._ordered(rows).map((row) => this._public(row)));
   }
@@ -2146,6 +2587,7 @@ export class WebClient extends EventTarget {
    * @returns {Promise<{peer: string, lastMessage: Message, unread: number}[]>}
    */
   async conversations() {
+    await this.purgeExpired();
     /** @type {Map<string, {last: any, unread: number}>} */
     const byPeer = new Map();
     for (const row of this._ordered(await this._store.getAll('messages'))) {

@@ -13,7 +13,9 @@
  *   static open({baseUrl = location.origin}) -> WebClient   loads the state from IndexedDB
  *   registered, linked, username, deviceId, connectionState ('offline'|'connecting'|'online'),
  *   receiptsEnabled                                          getters
- *   register(username, password, {deviceName = 'Web browser'})   'progress' events meanwhile
+ *   register(username, password, {deviceName = 'Web browser', birthDate, ageConfirmed, consents})
+ *                                  'progress' events meanwhile; the region's age rule
+ *                                  and consents (docs/api.md, sign-up), sent when given
  *   login(username, password)      not_linked unless this browser holds that account's device
  *   logout()                       ends the web session; keys and history stay (registered
  *                                  is false until login())
@@ -25,7 +27,18 @@
  *   safetyNumber(username) -> {digits, groups, qrPayload}
  *   identity(username) -> {accountKeyHex, changed, verified} | null
  *   trust(username, {verified = false})
- *   setReceipts(on)
+ *   setReceipts(on), setTyping(on)  receipts sent; typing indicators sent and shown
+ *   receiptsEnabled, typingEnabled  (both stored in IndexedDB, default on)
+ *
+ * Files, typing, disappearing messages (docs/protocol.md §17.4–17.5):
+ *   sendFile(username, blob, {fileName, contentType, voice, durationMs, width, height,
+ *            thumbnail, caption, onProgress(done, total), signal}) -> Message
+ *                                  encrypts in slices, uploads with resume, sends the pointer
+ *   download(messageId, {onProgress, signal}) -> Blob   fetched, digest-checked, decrypted
+ *                                  (decrypt_failed, attachment_expired, unknown_attachment)
+ *   sendTyping(username, started = true) -> whether the server took it (EPHEMERAL)
+ *   setTimer(username, seconds) -> Message (kind 'timer'); timer(username) -> seconds
+ *   purgeExpired() -> count         deletes disappearing messages whose time is up
  *   rotatePrekeys()                (connect() does it when the signed prekey is 7 days old)
  *
  * Several devices per account (docs/api.md):
@@ -39,8 +52,11 @@
  *   renameDevice(deviceId, name), revokeDevice(deviceId) -> whether it was this one
  *   refusedDevices(username) -> [{deviceId, reason}]   from the last device-list check
  *
- * Message: {id (string), peer, direction 'in'|'out', kind 'text'|'undecryptable', text,
- * sentAt (ms), status, senderDevice, serverTime, code?}. An outgoing message whose
+ * Message: {id (string), peer, direction 'in'|'out', kind 'text'|'undecryptable'|'attachment'|
+ * 'timer', text, sentAt (ms), status, senderDevice, serverTime, code?, attachment?
+ * {blobId, contentType, fileName, size, voice, durationMs, width, height, thumbnail,
+ * caption}, timerSeconds?, expiresAt?}. A disappearing message has timerSeconds, and
+ * expiresAt once its clock runs (sent; or shown, i.e. markRead, for one received). An outgoing message whose
  * senderDevice is not this browser's deviceId was sent from another device of the account
  * (a SENT transcript, or imported history). Outgoing status: 'pending' →
  * 'sent' → 'delivered' → 'read' (never backwards), or 'failed'. Incoming: 'received' →
@@ -49,7 +65,10 @@
  * Events (CustomEvent, fields in `detail`):
  *   'message' {message}        a text stored: incoming, or outgoing once stored ('pending');
  *                              the message's id identifies it in later 'status' events
- *   'status' {id, peer, status}
+ *   'status' {id, peer, status, expiresAt?}   expiresAt: a disappearing message was shown
+ *   'typing' {peer, device, started}   (only while typing indicators are on)
+ *   'timer' {peer, timerSeconds, by}   the conversation's disappearing timer changed
+ *   'expired' {peer, ids}      disappearing messages deleted
  *   'undecryptable' {message}  an envelope that could not be read, stored and acknowledged
  *   'identity-changed' {username}
  *   'connection' {state}

@@ -332,7 +332,7 @@ export class Relay extends EventTarget {
     let data;
     try {
       data = encodeFrame(
-        new Send({ requestId, recipient: frame.recipient, messages: frame.messages, flags: frame.flags }),
+        new Send({ requestId, recipient: frame.recipient, messages: frame.messages, flags: frame.flags, ttlSeconds: frame.ttlSeconds }),
       );
     } catch (error) {
       return Promise.reject(asClientError(error));

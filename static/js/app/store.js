@@ -21,7 +21,13 @@
  *     historyChunks [transferId, index]   HISTORY chunks of a transfer still incomplete
  *                                         (records sealed)
  *     historyTransfers [transferId]       transfers already imported (later copies dropped)
+ *     conversations [peer]                the disappearing-messages timer per conversation
+ *                                         (timerSeconds, and the sent_at of the TIMER that
+ *                                         set it: an older one changes nothing)
  *
+ * Version 3 added conversations and the messages index expiresAt (disappearing messages:
+ * rows of kind attachment hold their pointer sealed, `timerSeconds` and, once the clock
+ * runs, `expiresAt`); config gained typing.
  * Version 2 added deviceLists, historyChunks and historyTransfers (several devices per
  * account); config gained historyExpected.
  * At rest. The first open generates a non-extractable AES-GCM-256 CryptoKey and stores the
@@ -49,7 +55,7 @@ import {
 import { ClientError, LocalCode } from './errors.js';
 
 export const DB_NAME = 'sealpost';
-export const DB_VERSION = 2;
+export const DB_VERSION = 3;
 
 /** @typedef {'signed' | 'one_time' | 'kem'} KeyKind */
 /** @typedef {import('../protocol/session.js').PreKeyStore} PreKeyStore */
@@ -87,7 +93,8 @@ export class Store {
       throw new ClientError(LocalCode.STORAGE, 'this browser has no IndexedDB or WebCrypto');
     }
     const opening = indexedDB.open(name, DB_VERSION);
-    opening.onupgradeneeded = (event) => upgrade(opening.result, event.oldVersion);
+    opening.onupgradeneeded = (event) =>
+      upgrade(opening.result, event.oldVersion, /** @type {IDBTransaction} */ (opening.transaction));
     let db;
     try {
       db = await req(opening);
@@ -355,14 +362,19 @@ export class Store {
 /**
  * @param {IDBDatabase} db
  * @param {number} from the version on disk (0: a new database)
+ * @param {IDBTransaction} t the upgrade's transaction
  */
-function upgrade(db, from) {
+function upgrade(db, from, t) {
   if (from < 1) createVersion1(db);
   if (from < 2) {
     db.createObjectStore('deviceLists', { keyPath: 'username' });
     const chunks = db.createObjectStore('historyChunks', { keyPath: ['transferId', 'index'] });
     chunks.createIndex('transferId', 'transferId');
     db.createObjectStore('historyTransfers', { keyPath: 'transferId' });
+  }
+  if (from < 3) {
+    db.createObjectStore('conversations', { keyPath: 'peer' });
+    t.objectStore('messages').createIndex('expiresAt', 'expiresAt'); // rows without one are not in it
   }
 }
 

@@ -35,6 +35,12 @@ export function signupPage(client) {
     const password = /** @type {HTMLInputElement} */ (byId('password')).value;
     const deviceName = /** @type {HTMLInputElement} */ (byId('device-name')).value.trim() || 'Web browser';
     const accepted = /** @type {HTMLInputElement} */ (byId('accept')).checked;
+    // The region's age rule: a birth date if given (under the age of self-consent), else
+    // the ticked box states the person is of that age. The ticked purposes are consents.
+    const birthDate = /** @type {HTMLInputElement} */ (byId('birth-date')).value || null;
+    const consents = [...form.querySelectorAll('input[name="consent"]:checked')].map(
+      (box) => /** @type {HTMLInputElement} */ (box).value,
+    );
     if (!USERNAME.test(username)) {
       error.textContent = describeError({ code: 'invalid_username' });
       return;
@@ -47,10 +53,21 @@ export function signupPage(client) {
       error.textContent = 'Please read the privacy notice and tick the box to continue.';
       return;
     }
+    for (const box of form.querySelectorAll('input[name="consent"][required]')) {
+      if (!(/** @type {HTMLInputElement} */ (box).checked)) {
+        error.textContent = 'Using Sealpost in this region needs the consent marked as required.';
+        return;
+      }
+    }
     setBusy(form, true);
     show(progress, true);
     try {
-      await client.register(username, password, { deviceName });
+      await client.register(username, password, {
+        deviceName,
+        birthDate,
+        ageConfirmed: birthDate ? null : true,
+        consents,
+      });
       location.assign(CHAT_URL);
     } catch (failure) {
       error.textContent = describeError(failure);

@@ -12,6 +12,7 @@
 import { devicesPane } from './devices.js';
 import { byId, el, fillAll, formatTime, listen, show } from './dom.js';
 import { describeError } from './errors.js';
+import { formatBytes, formatDuration } from './format.js';
 import { renderSafetyNumber } from './safety.js';
 
 /**
@@ -39,8 +40,36 @@ const CONNECTION_TEXT = {
 
 /**
  * @typedef {{id: string, peer: string, direction: 'out'|'in', text?: string|null, sentAt?: number|null,
- *   serverTime?: number|null, status: string, kind?: string, code?: string, senderDevice?: number}} Message
+ *   serverTime?: number|null, status: string, kind?: string, code?: string, senderDevice?: number,
+ *   attachment?: import('../app/client.js').AttachmentInfo, timerSeconds?: number, expiresAt?: number}} Message
  */
+
+/** @type {Record<number, string>} the timer choices, as the header's select names them */
+const TIMER_WORDS = { 30: '30 seconds', 300: '5 minutes', 3600: '1 hour', 86400: '1 day', 604800: '1 week' };
+
+/** @param {number} seconds */
+function timerWords(seconds) {
+  if (TIMER_WORDS[seconds]) return TIMER_WORDS[seconds];
+  if (seconds % 86400 === 0) return `${seconds / 86400} days`;
+  if (seconds % 3600 === 0) return `${seconds / 3600} hours`;
+  if (seconds % 60 === 0) return `${seconds / 60} minutes`;
+  return `${seconds} seconds`;
+}
+
+/** A disappearing message's time left, short: 4:59, 2 h, 6 d. @param {number} ms */
+function timeLeft(ms) {
+  const seconds = Math.max(0, Math.ceil(ms / 1000));
+  if (seconds >= 2 * 86400) return `${Math.floor(seconds / 86400)} d`;
+  if (seconds >= 2 * 3600) return `${Math.floor(seconds / 3600)} h`;
+  return formatDuration(seconds * 1000);
+}
+
+const MAX_FILE_BYTES = 104_857_600; // 100 MiB, protocol.md §17.5
+/** Photos, files and voice messages: loaded with the first one (a chunk of its own). */
+const media = () => import('./media.js');
+const TYPING_EVERY_MS = 3000; // a "started" at most this often while typing
+const TYPING_IDLE_MS = 5000; // no key for this long: "stopped"
+const TYPING_SHOWN_MS = 6000; // someone's "typing…" without news for this long goes
 
 /**
  * @param {any} client a WebClient, registered
@@ -97,7 +126,7 @@ export async function chatPage(client) {
 
   // --- panes and routing -----------------------------------------------------------------
 
-  /** @param {'list'|'chat'|'safety'|'devices'} view */
+  /** @param {'list'|'chat'|'safety'|'devices'|'settings'} view */
   function setView(view) {
     main.dataset.view = view;
   }
@@ -113,6 +142,12 @@ export async function chatPage(client) {
       setView('devices');
       highlightCurrent();
       devices.open();
+    } else if (params.has('settings')) {
+      current = null;
+      setView('settings');
+      highlightCurrent();
+      receiptsBox.checked = client.receiptsEnabled;
+      typingBox.checked = client.typingEnabled;
     } else {
       current = null;
       setView('list');
@@ -179,6 +214,12 @@ export async function chatPage(client) {
   function preview(message) {
     if (!message) return '';
     if (message.kind === 'undecryptable') return 'Message could not be decrypted';
+    if (message.kind === 'timer') return timerNotice(message);
+    if (message.kind === 'attachment' && message.attachment) {
+      const a = message.attachment;
+      const what = a.voice ? '♪ Voice message' : a.contentType.startsWith('image/') ? 'Photo' : a.fileName || 'File';
+      return message.direction === 'out' ? `You: ${what}` : what;
+    }
     const text = (message.text ?? '').replace(/\s+/g, ' ').slice(0, 80);
     return message.direction === 'out' ? `You: ${text}` : text;
   }
@@ -189,6 +230,7 @@ export async function chatPage(client) {
   async function openChat(peer) {
     peer = peer.trim().toLowerCase();
     const switching = current !== peer || main.dataset.view !== 'chat';
+    if (current !== peer) stopTyping();
     current = peer;
     fillAll('#peer-name, .safety-peer', peer);
     setView('chat');
@@ -199,7 +241,9 @@ export async function chatPage(client) {
       messagesList.replaceChildren();
     }
     showDeviceWarning();
+    showTyping();
     try {
+      timerSelect.value = String(await client.timer(peer));
       for (const { deviceId, reason } of await client.refusedDevices(peer)) noteRefused(peer, deviceId, reason);
       const messages = /** @type {Message[]} */ (await client.messages(peer));
       if (current !== peer) return;
@@ -246,14 +290,37 @@ export async function chatPage(client) {
   }
 
   /** @param {Message} message */
+  function timerNotice(message) {
+    const seconds = message.timerSeconds ?? 0;
+    const who = message.direction === 'out' ? 'You' : message.peer;
+    return seconds
+      ? `${who} set disappearing messages to ${timerWords(seconds)}`
+      : `${who} turned off disappearing messages`;
+  }
+
+  /** @param {Message} message */
   function messageNode(message) {
+    if (message.kind === 'timer') {
+      return el('li', { class: 'notice-line', text: timerNotice(message), data: { id: String(message.id), kind: 'timer' } });
+    }
+    if (message.kind === 'attachment' && message.attachment) {
+      const li = el('li', {
+        class: `msg ${message.direction}`,
+        data: { id: String(message.id), status: message.status, kind: 'attachment' },
+      });
+      li.append(metaNode(message));
+      media().then(
+        ({ attachmentBody }) => li.prepend(attachmentBody(client, message, li, { el, describeError, formatBytes, formatDuration })),
+        reportError,
+      );
+      return li;
+    }
     const undecryptable = message.kind === 'undecryptable';
     const body = el('p', {
       class: undecryptable ? 'text undecryptable' : 'text',
       text: undecryptable ? UNDECRYPTABLE_TEXT : (message.text ?? ''),
     });
-    const meta = el('span', { class: 'meta' }, [el('time', { text: formatTime(message.sentAt ?? message.serverTime) })]);
-    if (message.direction === 'out') meta.append(tickNode(message.status));
+    const meta = metaNode(message);
     return el(
       'li',
       {
@@ -263,6 +330,38 @@ export async function chatPage(client) {
       [body, meta],
     );
   }
+
+  /** The time, a disappearing message's time left, and (ours) the tick. @param {Message} message */
+  function metaNode(message) {
+    const meta = el('span', { class: 'meta' }, [el('time', { text: formatTime(message.sentAt ?? message.serverTime) })]);
+    if (message.timerSeconds) meta.prepend(expiryNode(message));
+    if (message.direction === 'out') meta.append(tickNode(message.status));
+    return meta;
+  }
+
+  /** @param {{timerSeconds?: number, expiresAt?: number}} message */
+  function expiryNode(message) {
+    const node = el('span', {
+      class: 'expiry',
+      attrs: { title: `Disappearing message (${timerWords(message.timerSeconds ?? 0)})` },
+      data: { timer: String(message.timerSeconds ?? 0) },
+    });
+    if (message.expiresAt) {
+      node.dataset.expires = String(message.expiresAt);
+      node.textContent = `◷ ${timeLeft(message.expiresAt - Date.now())}`;
+    } else {
+      node.textContent = `◷ ${timerWords(message.timerSeconds ?? 0)}`;
+    }
+    return node;
+  }
+
+  // Each disappearing message counts down; the client deletes it when it is due.
+  setInterval(() => {
+    for (const node of messagesList.querySelectorAll('.expiry[data-expires]')) {
+      const left = Number(/** @type {HTMLElement} */ (node).dataset.expires) - Date.now();
+      node.textContent = `◷ ${timeLeft(left)}`;
+    }
+  }, 1000);
 
   /** @param {string} status */
   function tickNode(status) {
@@ -274,13 +373,17 @@ export async function chatPage(client) {
     });
   }
 
-  /** @param {{id: string, peer: string, status: string}} update */
-  function updateStatus({ id, peer, status }) {
+  /** @param {{id: string, peer: string, status: string, expiresAt?: number}} update */
+  function updateStatus({ id, peer, status, expiresAt }) {
     if (peer !== current) return;
     const node = nodes.get(String(id));
     if (!node) return;
     node.dataset.status = status;
     node.querySelector('.tick')?.replaceWith(tickNode(status));
+    const expiry = node.querySelector('.expiry');
+    if (expiresAt && expiry instanceof HTMLElement) {
+      expiry.replaceWith(expiryNode({ timerSeconds: Number(expiry.dataset.timer), expiresAt }));
+    }
   }
 
   function nearEnd() {
@@ -326,6 +429,7 @@ export async function chatPage(client) {
     }
     setSendError('');
     textarea.value = '';
+    stopTyping();
     if (waiting.length) {
       wait(peer, text); // behind the others, to keep the order
       void flushWaiting();
@@ -422,6 +526,250 @@ export async function chatPage(client) {
     if (current === peer) setSendError(describeError(error));
     if (error?.code === 'untrusted_identity') warnIdentityChanged(peer);
   }
+
+  // --- typing indicators ----------------------------------------------------------------
+
+  /** Ours: the peer told we are typing, and when last. */
+  let typingTo = /** @type {string | null} */ (null);
+  let typingSentAt = 0;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let typingIdle;
+  /** Theirs: who is typing to us, each cleared after TYPING_SHOWN_MS without news. */
+  const typingFrom = new Map();
+  const typingLine = byId('typing');
+
+  textarea.addEventListener('input', () => {
+    const peer = current;
+    if (!peer || !client.typingEnabled || blocked.has(peer) || client.connectionState !== 'online') return;
+    if (!textarea.value.trim()) {
+      stopTyping();
+      return;
+    }
+    const now = Date.now();
+    if (typingTo !== peer || now - typingSentAt >= TYPING_EVERY_MS) {
+      typingTo = peer;
+      typingSentAt = now;
+      client.sendTyping(peer, true).catch(() => {});
+    }
+    clearTimeout(typingIdle);
+    typingIdle = setTimeout(stopTyping, TYPING_IDLE_MS);
+  });
+  textarea.addEventListener('blur', () => stopTyping());
+
+  /** Tell the peer we stopped, if we had told them we started. */
+  function stopTyping() {
+    clearTimeout(typingIdle);
+    const peer = typingTo;
+    typingTo = null;
+    typingSentAt = 0;
+    if (peer) client.sendTyping(peer, false).catch(() => {});
+  }
+
+  /** @param {string} peer @param {boolean} started */
+  function noteTyping(peer, started) {
+    clearTimeout(typingFrom.get(peer));
+    typingFrom.delete(peer);
+    if (started) {
+      typingFrom.set(
+        peer,
+        setTimeout(() => {
+          typingFrom.delete(peer);
+          showTyping();
+        }, TYPING_SHOWN_MS),
+      );
+    }
+    showTyping();
+  }
+
+  function showTyping() {
+    typingLine.textContent = current && typingFrom.has(current) ? `${current} is typing…` : '';
+  }
+
+  // --- disappearing messages ----------------------------------------------------------------
+
+  const timerSelect = /** @type {HTMLSelectElement} */ (byId('timer-select'));
+  timerSelect.addEventListener('change', async () => {
+    const peer = current;
+    if (!peer) return;
+    const seconds = Number(timerSelect.value);
+    try {
+      const message = /** @type {Message} */ (await client.setTimer(peer, seconds));
+      upsertMessage(message);
+      if (current === peer) scrollToEnd();
+      refreshList();
+    } catch (error) {
+      setSendError(describeError(error));
+      timerSelect.value = String(await client.timer(peer));
+    }
+  });
+
+  // --- files, photos, voice messages ----------------------------------------------------------
+
+  const fileInput = /** @type {HTMLInputElement} */ (byId('file-input'));
+  byId('attach').addEventListener('click', () => fileInput.click());
+  fileInput.addEventListener('change', () => {
+    for (const file of fileInput.files ?? []) void sendFile(file);
+    fileInput.value = '';
+  });
+  const chatPane = byId('chat-pane');
+  chatPane.addEventListener('dragover', (event) => {
+    if (!event.dataTransfer?.types.includes('Files')) return;
+    event.preventDefault();
+    chatPane.classList.add('dropping');
+  });
+  chatPane.addEventListener('dragleave', (event) => {
+    if (event.target === chatPane || !chatPane.contains(/** @type {Node | null} */ (event.relatedTarget))) {
+      chatPane.classList.remove('dropping');
+    }
+  });
+  chatPane.addEventListener('drop', (event) => {
+    chatPane.classList.remove('dropping');
+    if (!event.dataTransfer?.files.length) return;
+    event.preventDefault();
+    for (const file of event.dataTransfer.files) void sendFile(file);
+  });
+  textarea.addEventListener('paste', (event) => {
+    const files = [...(event.clipboardData?.files ?? [])];
+    if (!files.length) return;
+    event.preventDefault();
+    for (const file of files) void sendFile(file);
+  });
+
+  /**
+   * Uploads on screen: a bubble with a progress bar and Cancel, replaced by the message
+   * once the pointer is stored (the client's 'message' event).
+   * @type {Set<{peer: string, name: string, size: number, node: HTMLLIElement}>}
+   */
+  const uploads = new Set();
+
+  /**
+   * @param {Blob} file
+   * @param {{voice?: boolean, durationMs?: number, fileName?: string}} [extra]
+   */
+  async function sendFile(file, extra = {}) {
+    const peer = current;
+    if (!peer) return;
+    const name = extra.fileName ?? (file instanceof File ? file.name : 'file');
+    if (blocked.has(peer)) {
+      setSendError(describeError({ code: 'untrusted_identity' }));
+      warnIdentityChanged(peer);
+      return;
+    }
+    if (file.size > MAX_FILE_BYTES) {
+      setSendError(`“${name}” is ${formatBytes(file.size)}; files can be at most 100 MB. (attachment_too_large)`);
+      return;
+    }
+    setSendError('');
+    const abort = new AbortController();
+    const bar = el('progress', { attrs: { max: '100', value: '0' } });
+    const percent = el('span', { class: 'percent', text: '0%' });
+    const cancel = el('button', { class: 'secondary', text: 'Cancel', attrs: { type: 'button' } });
+    cancel.addEventListener('click', () => abort.abort());
+    const node = el('li', { class: 'msg out uploading', data: { status: 'uploading' } }, [
+      el('p', { class: 'note', text: extra.voice ? `♪ Voice message ${formatDuration(extra.durationMs ?? 0)}` : `${name} · ${formatBytes(file.size)}` }),
+      bar,
+      el('div', { class: 'upload' }, [percent, cancel]),
+    ]);
+    const upload = { peer, name, size: file.size, node };
+    uploads.add(upload);
+    messagesList.append(node);
+    scrollToEnd();
+    try {
+      const picture = extra.voice ? null : await (await media()).makeThumbnail(file);
+      const message = /** @type {Message} */ (
+        await client.sendFile(peer, file, {
+          ...extra,
+          fileName: name,
+          ...(picture ?? {}),
+          signal: abort.signal,
+          onProgress: (/** @type {number} */ done, /** @type {number} */ total) => {
+            const value = total ? Math.floor((done / total) * 100) : 100;
+            bar.value = value;
+            percent.textContent = `${value}%`;
+          },
+        })
+      );
+      upsertMessage(message, node.isConnected ? node : null);
+      if (message.status === 'failed') setSendError('The file was uploaded, but the message could not be sent.');
+      refreshList();
+    } catch (error) {
+      node.remove();
+      if (!abort.signal.aborted && current === peer) setSendError(`“${name}” was not sent. ${describeError(error)}`);
+      if (/** @type {any} */ (error)?.code === 'untrusted_identity') warnIdentityChanged(peer);
+    } finally {
+      uploads.delete(upload);
+    }
+  }
+
+  /** @type {import('./media.js').VoiceRecorder | null} */
+  let recorder = null;
+  const recordButton = byId('record');
+  const recordingBar = byId('recording');
+  const recordTime = byId('record-time');
+  /** @type {ReturnType<typeof setInterval> | undefined} */
+  let recordTicker;
+  let recordingFor = /** @type {string | null} */ (null);
+
+  recordButton.addEventListener('click', async () => {
+    if (recorder?.recording) return void finishRecording(true);
+    if (!current) return;
+    setSendError('');
+    try {
+      recorder ??= new (await media()).VoiceRecorder();
+      await recorder.start();
+    } catch (error) {
+      setSendError(/** @type {Error} */ (error).message);
+      return;
+    }
+    recordingFor = current;
+    recordButton.setAttribute('aria-pressed', 'true');
+    recordingBar.hidden = false;
+    recordTime.textContent = '0:00';
+    const started = recorder.startedAt;
+    recordTicker = setInterval(() => {
+      recordTime.textContent = formatDuration(performance.now() - started);
+    }, 250);
+  });
+  byId('record-send').addEventListener('click', () => void finishRecording(true));
+  byId('record-cancel').addEventListener('click', () => void finishRecording(false));
+
+  /** @param {boolean} send */
+  async function finishRecording(send) {
+    clearInterval(recordTicker);
+    recordButton.removeAttribute('aria-pressed');
+    recordingBar.hidden = true;
+    const peer = recordingFor;
+    recordingFor = null;
+    if (!recorder) return;
+    if (!send || !recorder.recording) {
+      recorder.cancel();
+      return;
+    }
+    const { blob, durationMs } = await recorder.stop();
+    if (!blob.size) {
+      setSendError('Nothing was recorded.');
+      return;
+    }
+    if (peer !== current) return; // the conversation changed meanwhile: not sent
+    const extension = blob.type.includes('ogg') ? 'ogg' : 'webm';
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+    await sendFile(blob, { voice: true, durationMs, fileName: `voice-${stamp}.${extension}` });
+  }
+
+  // --- settings ---------------------------------------------------------------------------------
+
+  const receiptsBox = /** @type {HTMLInputElement} */ (byId('set-receipts'));
+  const typingBox = /** @type {HTMLInputElement} */ (byId('set-typing'));
+  receiptsBox.addEventListener('change', () => {
+    Promise.resolve(client.setReceipts(receiptsBox.checked)).catch(reportError);
+  });
+  typingBox.addEventListener('change', () => {
+    if (!typingBox.checked) {
+      stopTyping();
+      for (const peer of [...typingFrom.keys()]) noteTyping(peer, false);
+    }
+    Promise.resolve(client.setTyping(typingBox.checked)).catch(reportError);
+  });
 
   // --- devices the server shows but the account never signed for ------------------------
 
@@ -610,6 +958,8 @@ export async function chatPage(client) {
     else go('');
   });
   byId('open-devices').addEventListener('click', () => go('devices'));
+  byId('open-settings').addEventListener('click', () => go('settings'));
+  byId('settings-back').addEventListener('click', () => go(''));
   byId('devices-back').addEventListener('click', () => go(''));
   byId('open-safety').addEventListener('click', () => {
     if (current) go(`safety=${encodeURIComponent(current)}`);
@@ -626,6 +976,17 @@ export async function chatPage(client) {
     // Follow new messages unless the person has scrolled back to read older ones.
     const follow = message.direction === 'out' || nearEnd();
     let placeholder = null;
+    if (message.direction === 'in') noteTyping(message.peer, false); // it arrived: no longer typing
+    // A file this page is uploading: its bubble becomes the message.
+    if (message.kind === 'attachment' && message.direction === 'out' && message.senderDevice === client.deviceId) {
+      for (const upload of uploads) {
+        if (upload.peer === message.peer && upload.name === message.attachment?.fileName && upload.size === message.attachment?.size) {
+          placeholder = upload.node;
+          uploads.delete(upload);
+          break;
+        }
+      }
+    }
     // A transcript from our other device is no send of this page's.
     if (message.direction === 'out' && message.senderDevice === client.deviceId) {
       for (const attempt of attempts) {
@@ -651,6 +1012,22 @@ export async function chatPage(client) {
   });
   listen(client, 'status', (/** @type {{id: string, peer: string, status: string}} */ update) => {
     updateStatus(update);
+    refreshList();
+  });
+  listen(client, 'typing', (/** @type {{peer: string, started: boolean}} */ { peer, started }) => {
+    noteTyping(peer, started);
+  });
+  listen(client, 'timer', (/** @type {{peer: string, timerSeconds: number}} */ { peer, timerSeconds }) => {
+    if (peer === current) timerSelect.value = String(timerSeconds);
+  });
+  listen(client, 'expired', (/** @type {{peer: string, ids: string[]}} */ { peer, ids }) => {
+    media().then(({ releaseUrls }) => releaseUrls(ids), reportError);
+    if (peer === current) {
+      for (const id of ids) {
+        nodes.get(id)?.remove();
+        nodes.delete(id);
+      }
+    }
     refreshList();
   });
   listen(client, 'device-refused', (/** @type {{username: string, deviceId: number, reason: string}} */ d) => {

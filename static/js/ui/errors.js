@@ -33,6 +33,10 @@ const TEXT = {
   device_mismatch: 'Their list of devices kept changing. Try again in a moment.',
   storage: 'This browser could not store your keys or messages (is private browsing on, or the disk full?).',
   closed: 'The connection closed before the server answered. It will be retried.',
+  attachment_too_large: 'That file is too large: files can be at most 100 MB.',
+  attachment_expired: 'That file has expired: the server no longer has it.',
+  unknown_attachment: 'That file is no longer on the server.',
+  decrypt_failed: 'That could not be decrypted: it was damaged or tampered with on the way.',
 };
 
 /**

@@ -68,7 +68,7 @@ export function linkSection(client, done) {
       const link = await client.beginLink();
       code.value = link.text;
       byId('link-fingerprint').textContent = link.fingerprint;
-      drawQr(/** @type {HTMLCanvasElement} */ (byId('link-qr')), utf8Encode(link.text), 240);
+      void drawQr(/** @type {HTMLCanvasElement} */ (byId('link-qr')), utf8Encode(link.text), 240);
       time.max = Math.max(1, (link.expiresAt - Date.now()) / 1000);
       show(offer, true);
       offer.scrollIntoView({ block: 'start' }); // the code, whole, on a phone's screen

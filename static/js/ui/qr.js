@@ -6,16 +6,17 @@
  * so either client can scan the other's code.
  */
 
-import { encode } from 'uqr';
-
 export const QUIET_ZONE = 4; // modules of white border the QR specification asks for
 
 /**
+ * Draw the code; the encoder loads on first use (a chunk of its own, kept out of the
+ * page's first bundle). The canvas has `data-modules` once it is drawn.
  * @param {HTMLCanvasElement} canvas
  * @param {Uint8Array} payload
  * @param {number} [cssSize] rendered width and height in CSS pixels
  */
-export function drawQr(canvas, payload, cssSize = 216) {
+export async function drawQr(canvas, payload, cssSize = 216) {
+  const { encode } = await import('./qr-encode.js');
   const qr = encode(Array.from(payload), { ecc: 'M', border: QUIET_ZONE });
   const modules = qr.size; // includes the quiet zone
   // Whole device pixels per module keep the edges sharp on any screen density.

@@ -25,7 +25,7 @@ export function renderSafetyNumber(container, number, peer) {
   });
   container.replaceChildren(digits, canvas);
   container.dataset.digits = number.digits;
-  drawQr(canvas, number.qrPayload);
+  void drawQr(canvas, number.qrPayload);
 }
 
 /** @param {string} digits */

@@ -234,7 +234,7 @@ test('key ids are reserved without repeats and wrap after 2**32 - 1', async () =
   store.close();
 });
 
-test('a version 1 database is upgraded in place: the new stores appear, nothing is lost', async () => {
+test('a version 1 database is upgraded in place (to 3): the new stores appear, nothing is lost', async () => {
   const indexedDB = new IDBFactory();
   const opening = indexedDB.open(DB_NAME, 1);
   opening.onupgradeneeded = () => {
@@ -258,10 +258,12 @@ test('a version 1 database is upgraded in place: the new stores appear, nothing 
 
   const store = await Store.open({ indexedDB });
   assert.deepEqual(
-    ['deviceLists', 'historyChunks', 'historyTransfers'].filter((name) => store.db.objectStoreNames.contains(name)),
-    ['deviceLists', 'historyChunks', 'historyTransfers'],
+    ['deviceLists', 'historyChunks', 'historyTransfers', 'conversations'].filter((name) => store.db.objectStoreNames.contains(name)),
+    ['deviceLists', 'historyChunks', 'historyTransfers', 'conversations'],
   );
-  assert.equal(store.db.version, 2);
+  assert.equal(store.db.version, 3);
+  // Version 3: disappearing messages are found by their expiry.
+  assert.ok(store.db.transaction(['messages']).objectStore('messages').indexNames.contains('expiresAt'));
   assert.equal((await store.config()).username, 'alice');
   await store.write(['historyChunks'], (tx) => req(tx.objectStore('historyChunks').put({ transferId: 'ab', index: 0, total: 1 })));
   assert.equal((await store.getAll('historyChunks', { index: 'transferId', query: 'ab' })).length, 1);
