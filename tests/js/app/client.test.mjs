@@ -42,7 +42,10 @@ describe('WebClient against a live server', { timeout: 300_000 }, () => {
   }
 
   before(async () => {
-    server = await startServer();
+    // One test drains Bob's one-time prekeys on purpose, all claimed by Alice: the abuse
+    // limit per requester and device (tests/server/test_abuse_limits.py) would hand her
+    // bundles without one and the stock would never run low.
+    server = await startServer({ PREKEY_CLAIMS_PER_DEVICE_PAIR: '1000' });
   });
 
   after(async () => {

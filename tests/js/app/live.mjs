@@ -17,14 +17,18 @@ import { ROOT } from '../helpers.mjs';
 export const PASSWORD = 'correct horse battery staple 42';
 export const PYTHON = join(ROOT, '.venv', 'bin', 'python');
 
-/** Start `python -m harness.live_server` on a fresh work dir; resolves once it is READY. */
-export async function startServer() {
+/**
+ * Start `python -m harness.live_server` on a fresh work dir; resolves once it is READY.
+ * @param {Record<string, string>} [env] settings overrides for this server (environment)
+ */
+export async function startServer(env = {}) {
   if (!existsSync(PYTHON)) {
     throw new Error(`${PYTHON} not found: these tests run the real server from the project's virtualenv; run 'make venv' first`);
   }
   const workdir = mkdtempSync(join(tmpdir(), 'sealpost-js-'));
   const child = spawn(PYTHON, ['-m', 'harness.live_server', '--workdir', workdir], {
     cwd: ROOT,
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const stop = () => {
