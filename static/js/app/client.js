@@ -57,13 +57,18 @@ import {
   DeviceMessage,
   DeviceMismatch,
   ErrorCode,
+  ErrorFrame,
   Expiring,
+  GroupAction,
+  GroupSend,
+  GroupUpdate,
   HISTORY_TRANSFER_ID_BYTES,
   HistoryChunk,
   HistoryRecord,
   KemPreKeyPair,
   LinkCode,
   MAX_PREKEYS_PER_UPLOAD,
+  MAX_GROUP_NAME_BYTES,
   MAX_RECEIPT_ITEMS,
   MAX_TEXT_BYTES,
   MAX_TTL_SECONDS,
@@ -77,9 +82,14 @@ import {
   ProvisionMessage,
   Receipt,
   ReceiptKind,
+  RosterEntry,
   Send,
   SendFlags,
   SendOk,
+  SenderKeyDistribution,
+  SenderKeyMessage,
+  SenderKeyRecord,
+  SenderKeyState,
   SentContent,
   SentTranscript,
   SessionRecord,
@@ -99,9 +109,11 @@ import {
   errorSlug,
   normalizeUsername,
   openSealed,
+  parseGroupId,
   peekKind,
   primitives,
   randomBytes,
+  rosterDigest,
   safetyNumber,
   seal,
   splitHistory,
@@ -115,6 +127,32 @@ import { Store, req } from './store.js';
 import { blobIdHex, downloadFile, uploadFile } from './transfer.js';
 
 /** @import { Push } from './relay.js' */
+
+// Groups (group-client.js) are loaded on first use; this is what they are handed.
+const GROUP_DEPS = {
+  Attachment, ErrorCode, ErrorFrame, Expiring, GroupAction, GroupSend, GroupUpdate, MAX_GROUP_NAME_BYTES,
+  MAX_TEXT_BYTES, ProtocolError, RosterEntry, SendFlags, SendOk, SenderKeyDistribution, SenderKeyMessage,
+  SenderKeyRecord, SenderKeyState, Text, bytesEqual, decodeContent, encodeContent, errorSlug, normalizeUsername,
+  parseGroupId, rosterDigest, toHex, utf8Encode, ClientError, LocalCode, asClientError, req,
+}; // prettier-ignore
+const GROUP_PEER = 'group:'; // a group's conversation: peer group:<id>
+const GROUP_METHODS = /** @type {const} */ (['list', 'get', 'fetch', 'create', 'add', 'remove', 'leave', 'rename', 'sendText']);
+/** @typedef {Pick<import('./group-client.js').Groups, typeof GROUP_METHODS[number]>} GroupsApi */
+
+/** @param {string} peer */
+const isGroupPeer = (peer) => typeof peer === 'string' && peer.startsWith(GROUP_PEER);
+
+/**
+ * `group:<id>` in its one spelling.
+ * @param {string} peer
+ */
+function groupPeer(peer) {
+  try {
+    return GROUP_PEER + toHex(parseGroupId(peer.slice(GROUP_PEER.length).trim()));
+  } catch (error) {
+    throw asClientError(error);
+  }
+}
 
 export const DEVICE_ID = 1; // sign-up creates device 1; linking gives the lowest id unused
 export const LINK_TIMEOUT_MS = 10 * 60 * 1000; // a link code, and a link token, last 10 minutes
@@ -142,10 +180,12 @@ const KINDS = [ReceiptKind.DELIVERED, ReceiptKind.READ];
  * undecryptable one, the server's); `code` the reason a message could not be decrypted.
  * Kind 'attachment' has `attachment`; kind 'timer' (the notice "X set disappearing
  * messages to T") has `timerSeconds` (0: off). A disappearing message has `timerSeconds`
- * and, once its clock runs (sent; or shown, for one received), `expiresAt` (ms).
+ * and, once its clock runs (sent; or shown, for one received), `expiresAt` (ms). In a group
+ * conversation (`peer` is `group:<id>`, groups.js) `sender` names who wrote it, and kind
+ * 'group' is a membership or name change ("alice added carol") in `text`.
  * @typedef {{id: string, peer: string, direction: 'in' | 'out',
- *   kind: 'text' | 'undecryptable' | 'attachment' | 'timer',
- *   text: string | null, sentAt: number, status: string, senderDevice: number,
+ *   kind: 'text' | 'undecryptable' | 'attachment' | 'timer' | 'group',
+ *   text: string | null, sentAt: number, status: string, senderDevice: number, sender?: string,
  *   serverTime: number | null, code?: string, attachment?: AttachmentInfo,
  *   timerSeconds?: number, expiresAt?: number}} Message
  */
@@ -219,6 +259,7 @@ function publicMessage(row, text, pointer = null) {
     senderDevice: row.senderDevice,
     serverTime: num(row.serverTime),
   };
+  if (row.sender) message.sender = row.sender; // a group message: peer is group:<id>
   if (row.code) message.code = row.code;
   if (row.timerSeconds !== undefined && row.timerSeconds !== null) message.timerSeconds = row.timerSeconds;
   if (typeof row.expiresAt === 'number') message.expiresAt = row.expiresAt;
@@ -437,6 +478,19 @@ export class WebClient extends EventTarget {
     this._localFiles = new Map();
     /** @type {ReturnType<typeof setTimeout> | undefined} the next disappearing message's */
     this._expiryTimer = undefined;
+    /** @type {Promise<import('./group-client.js').Groups> | null} */
+    this._groupsLoading = null;
+    /** @type {import('./group-client.js').Groups | null} */
+    this._groupsImpl = null;
+    /**
+     * Groups (group-client.js, loaded on first use): list(), get(id), fetch(id),
+     * create(name, members) -> id, add(id, names), remove(id, name), leave(id),
+     * rename(id, name), sendText(id, text). A group's conversation is peer `group:<id>`.
+     * @type {GroupsApi}
+     */
+    this.groups = /** @type {any} */ (
+      Object.fromEntries(GROUP_METHODS.map((name) => [name, async (/** @type {any[]} */ ...args) => /** @type {any} */ (await this._loadGroups())[name](...args)]))
+    );
   }
 
   /**
@@ -1133,6 +1187,7 @@ export class WebClient extends EventTarget {
       for (const [type, detail] of events) if (type !== 'owed') this._emit(type, detail);
       if (events.some(([type]) => type === 'owed')) this._receiptsDue(push.sender);
       if (events.some(([type]) => type === 'message')) this._scheduleExpiry();
+      if (this._groupsImpl?.fetchDue) this._groupsImpl.fetchPending().catch((error) => this._emitError(error));
     } else if (push instanceof Notice && push.kind === NoticeKind.PREKEYS_LOW) {
       this._topUp(true).catch((error) => this._emitError(error));
     }
@@ -1149,6 +1204,7 @@ export class WebClient extends EventTarget {
     const { sender, senderDevice, payload } = frame;
     const device = this._own();
     const now = this._clock();
+    if (payload[0] === 0x13) return (await this._loadGroups()).receive(frame); // a SenderKeyMessage
     let record;
     let result;
     try {
@@ -1190,7 +1246,10 @@ export class WebClient extends EventTarget {
     const sealedPointer = pointer ? await store.seal(encodeContent(pointer), 'attachment') : null;
     const receipts = this.receiptsEnabled && !ownAccount;
     const history = content instanceof HistoryChunk && ownAccount ? await this._prepareHistory(content, senderDevice, now) : null;
-    const stores = ['sessions', 'identities', 'peerDevices', 'prekeys', 'messages', 'receipts', 'conversations'];
+    const forGroup = content instanceof SenderKeyDistribution || content instanceof GroupUpdate;
+    const groups = forGroup ? await this._loadGroups() : null;
+    const group = groups ? await groups.preparePairwise(content, sender, senderDevice) : null;
+    const stores = ['sessions', 'identities', 'peerDevices', 'prekeys', 'messages', 'receipts', 'conversations', 'groups', 'senderKeys'];
     if (history) stores.push('config', 'historyChunks', 'historyTransfers');
     /** @type {Record<string, unknown>} the timer fields of a disappearing message's row */
     const expiry = timer ? { timerSeconds: timer } : {};
@@ -1215,6 +1274,8 @@ export class WebClient extends EventTarget {
         // advances, nothing is stored.
       } else if (contentError !== null) {
         events.push(...(await this._addUndecryptable(t, frame, contentError, now)));
+      } else if (groups && group) {
+        events.push(...(await groups.takePairwise(t, group, frame, now)));
       } else if (content instanceof Text) {
         const row = {
           kind: 'text',
@@ -1490,6 +1551,7 @@ export class WebClient extends EventTarget {
    * @returns {Promise<Message>}
    */
   async sendText(username, text) {
+    if (isGroupPeer(username)) return this.groups.sendText(username, text); // peer group:<id>
     const peer = normalize(username);
     if (typeof text !== 'string' || !text) throw new ClientError('invalid_value', 'the message text is empty');
     const size = utf8Encode(text).length;
@@ -1799,6 +1861,7 @@ export class WebClient extends EventTarget {
    * @param {OutboxEntry} entry
    */
   async _dispatch(entry) {
+    if (/** @type {any} */ (entry).group) return (await this._loadGroups()).dispatch(entry); // a GROUP_SEND
     const toFrame = () =>
       new Send({
         requestId: 0,
@@ -1810,11 +1873,7 @@ export class WebClient extends EventTarget {
     for (let attempt = 1; attempt <= MAX_MISMATCH_ROUNDS; attempt++) {
       const reply = await this._relayOrThrow().request(frame);
       if (reply instanceof SendOk) {
-        const update = await this._store.write(['outbox', 'messages'], async (t) => {
-          await req(t.objectStore('outbox').delete(/** @type {number} */ (entry.id)));
-          return entry.primary && entry.messageId !== null ? setStatus(t, entry.messageId, 'sent', reply.serverTimeMs) : null;
-        });
-        if (update) this._emit('status', update);
+        await this._settle(entry, reply.serverTimeMs);
         return;
       }
       if (reply instanceof DeviceMismatch) {
@@ -1836,6 +1895,39 @@ export class WebClient extends EventTarget {
       'device_mismatch',
       `the devices of ${entry.recipient} kept changing; gave up after ${MAX_MISMATCH_ROUNDS} attempts`,
     );
+  }
+
+  /** The group module, loaded and bound to this client on first use. */
+  _loadGroups() {
+    this._groupsLoading ??= import('./group-client.js').then((module) => {
+      module.init(/** @type {any} */ (GROUP_DEPS));
+      this._groupsImpl = new module.Groups(this);
+      return this._groupsImpl;
+    });
+    return this._groupsLoading;
+  }
+
+  /**
+   * The server took an outbox entry: it goes, and its message is 'sent'.
+   * @param {OutboxEntry} entry
+   * @param {unknown} serverTime
+   */
+  async _settle(entry, serverTime) {
+    const update = await this._store.write(['outbox', 'messages'], async (t) => {
+      await req(t.objectStore('outbox').delete(/** @type {number} */ (entry.id)));
+      return entry.primary && entry.messageId !== null ? setStatus(t, entry.messageId, 'sent', serverTime) : null;
+    });
+    if (update) this._emit('status', update);
+  }
+
+  /**
+   * The page's view of a stored message row whose text (and pointer) is known.
+   * @param {any} row
+   * @param {string | null} text
+   * @param {Attachment | null} [pointer]
+   */
+  _publicMessage(row, text, pointer = null) {
+    return publicMessage(row, text, pointer);
   }
 
   /** @param {OutboxEntry} entry */
@@ -2218,9 +2310,10 @@ export class WebClient extends EventTarget {
    * @param {string} peer
    */
   async markRead(peer) {
-    peer = normalize(peer);
+    const group = isGroupPeer(peer);
+    peer = group ? groupPeer(peer) : normalize(peer);
     const own = this.username;
-    const receipts = this.receiptsEnabled && peer !== own;
+    const receipts = this.receiptsEnabled && peer !== own && !group; // none for group messages yet
     const now = this._clock();
     const updates = await this._store.write(['messages', 'receipts'], async (t) => {
       const rows = await req(t.objectStore('messages').index('peer').getAll(peer));
@@ -2577,14 +2670,15 @@ export class WebClient extends EventTarget {
    */
   async messages(peer) {
     await this.purgeExpired();
-    const rows = await this._store.getAll('messages', { index: 'peer', query: normalize(peer) });
+    const key = isGroupPeer(peer) ? groupPeer(peer) : normalize(peer);
+    const rows = await this._store.getAll('messages', { index: 'peer', query: key });
     return Promise.all(this._ordered(rows).map((row) => this._public(row)));
   }
 
   /**
    * Every conversation, the most recent first, with its last message and the number of
-   * incoming messages not yet marked read.
-   * @returns {Promise<{peer: string, lastMessage: Message, unread: number}[]>}
+   * incoming messages not yet marked read; a group's (peer `group:<id>`) also has `group`.
+   * @returns {Promise<{peer: string, lastMessage: Message, unread: number, group?: import('./group-client.js').GroupView}[]>}
    */
   async conversations() {
     await this.purgeExpired();
@@ -2603,8 +2697,16 @@ export class WebClient extends EventTarget {
       const [x, y] = [rank(a[1].last), rank(b[1].last)];
       return y[0] - x[0] || y[1] - x[1];
     });
+    const groups = new Map(
+      (await this._store.getAll('groups')).map((g) => [GROUP_PEER + g.id, { id: g.id, name: g.name, timerSeconds: g.timerSeconds, members: g.members, admin: g.admin, member: g.member }]),
+    );
     return Promise.all(
-      sorted.map(async ([peer, { last, unread }]) => ({ peer, lastMessage: await this._public(last), unread })),
+      sorted.map(async ([peer, { last, unread }]) => ({
+        peer,
+        lastMessage: await this._public(last),
+        unread,
+        ...(groups.has(peer) ? { group: groups.get(peer) } : {}),
+      })),
     );
   }
 }

@@ -41,6 +41,17 @@
  *   purgeExpired() -> count         deletes disappearing messages whose time is up
  *   rotatePrekeys()                (connect() does it when the signed prekey is 7 days old)
  *
+ * Groups (docs/protocol.md §17, as client/groups.py; group-client.js, loaded on first use):
+ *   groups.create(name, usernames) -> id (32 hex digits)   GROUP_UPDATE created + our key
+ *                                  pairwise to every member
+ *   groups.sendText(id, text) -> Message   one GROUP_SEND (stale_roster: reconcile, retry)
+ *   groups.add(id, usernames) -> added, groups.remove(id, username), groups.leave(id),
+ *   groups.rename(id, name), groups.list(), groups.get(id), groups.fetch(id)
+ *                                  -> {id, name, timerSeconds, members, admin, member}
+ *   A group's conversation is peer `group:<id>` in conversations() (with `group`),
+ *   messages(), markRead() and sendText(); its messages carry `sender`, and kind 'group'
+ *   is a membership or name change in `text` ("alice added carol").
+ *
  * Several devices per account (docs/api.md):
  *   beginLink() -> {text, fingerprint, address, expiresAt}   new browser: show text as QR
  *   completeLink({deviceName, signal, onWait}) -> {username, deviceId, historyFollows}
@@ -53,7 +64,7 @@
  *   refusedDevices(username) -> [{deviceId, reason}]   from the last device-list check
  *
  * Message: {id (string), peer, direction 'in'|'out', kind 'text'|'undecryptable'|'attachment'|
- * 'timer', text, sentAt (ms), status, senderDevice, serverTime, code?, attachment?
+ * 'timer'|'group', text, sender? (group messages), sentAt (ms), status, senderDevice, serverTime, code?, attachment?
  * {blobId, contentType, fileName, size, voice, durationMs, width, height, thumbnail,
  * caption}, timerSeconds?, expiresAt?}. A disappearing message has timerSeconds, and
  * expiresAt once its clock runs (sent; or shown, i.e. markRead, for one received). An outgoing message whose
@@ -68,6 +79,7 @@
  *   'status' {id, peer, status, expiresAt?}   expiresAt: a disappearing message was shown
  *   'typing' {peer, device, started}   (only while typing indicators are on)
  *   'timer' {peer, timerSeconds, by}   the conversation's disappearing timer changed
+ *   'group' {id}               a group's name, members or membership changed
  *   'expired' {peer, ids}      disappearing messages deleted
  *   'undecryptable' {message}  an envelope that could not be read, stored and acknowledged
  *   'identity-changed' {username}

@@ -25,6 +25,7 @@ import {
   Deliver,
   DeviceMismatch,
   ErrorFrame,
+  GroupSend,
   Notice,
   Ping,
   Pong,
@@ -321,9 +322,9 @@ export class Relay extends EventTarget {
   }
 
   /**
-   * Send a SEND (its request id replaced by a fresh one) and wait for the answer, across
+   * Send a SEND or GROUP_SEND (its request id replaced by a fresh one) and wait for the answer, across
    * reconnections if need be. Rejects only when the relay is closed or fails for good.
-   * @param {Send} frame
+   * @param {Send | GroupSend} frame
    * @returns {Promise<Reply>}
    */
   request(frame) {
@@ -331,8 +332,11 @@ export class Relay extends EventTarget {
     const requestId = this._nextId++;
     let data;
     try {
+      const { flags, ttlSeconds } = frame;
       data = encodeFrame(
-        new Send({ requestId, recipient: frame.recipient, messages: frame.messages, flags: frame.flags, ttlSeconds: frame.ttlSeconds }),
+        frame instanceof GroupSend
+          ? new GroupSend({ requestId, groupId: frame.groupId, rosterDigest: frame.rosterDigest, payload: frame.payload, flags, ttlSeconds })
+          : new Send({ requestId, recipient: frame.recipient, messages: frame.messages, flags, ttlSeconds }),
       );
     } catch (error) {
       return Promise.reject(asClientError(error));

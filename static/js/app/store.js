@@ -25,6 +25,14 @@
  *                                         (timerSeconds, and the sent_at of the TIMER that
  *                                         set it: an older one changes nothing)
  *
+ *     groups       [id]                   a group this device knows of (id: 32 hex digits):
+ *                                         name, timer, members, admin, member; the roster our
+ *                                         sender key was reconciled with and its digest; our
+ *                                         sending chain (sealed) and the devices holding it
+ *     senderKeys   [group, sender, deviceId]  SenderKeyRecords received (sealed)
+ *
+ * Version 4 added groups and senderKeys (docs/protocol.md §17); a group message's row has
+ * peer `group:<id>` and `sender`.
  * Version 3 added conversations and the messages index expiresAt (disappearing messages:
  * rows of kind attachment hold their pointer sealed, `timerSeconds` and, once the clock
  * runs, `expiresAt`); config gained typing.
@@ -55,7 +63,7 @@ import {
 import { ClientError, LocalCode } from './errors.js';
 
 export const DB_NAME = 'sealpost';
-export const DB_VERSION = 3;
+export const DB_VERSION = 4;
 
 /** @typedef {'signed' | 'one_time' | 'kem'} KeyKind */
 /** @typedef {import('../protocol/session.js').PreKeyStore} PreKeyStore */
@@ -375,6 +383,10 @@ function upgrade(db, from, t) {
   if (from < 3) {
     db.createObjectStore('conversations', { keyPath: 'peer' });
     t.objectStore('messages').createIndex('expiresAt', 'expiresAt'); // rows without one are not in it
+  }
+  if (from < 4) {
+    db.createObjectStore('groups', { keyPath: 'id' });
+    db.createObjectStore('senderKeys', { keyPath: ['group', 'sender', 'deviceId'] });
   }
 }
 

@@ -40,7 +40,7 @@ const CONNECTION_TEXT = {
 
 /**
  * @typedef {{id: string, peer: string, direction: 'out'|'in', text?: string|null, sentAt?: number|null,
- *   serverTime?: number|null, status: string, kind?: string, code?: string, senderDevice?: number,
+ *   serverTime?: number|null, status: string, kind?: string, code?: string, senderDevice?: number, sender?: string,
  *   attachment?: import('../app/client.js').AttachmentInfo, timerSeconds?: number, expiresAt?: number}} Message
  */
 
@@ -67,6 +67,10 @@ function timeLeft(ms) {
 const MAX_FILE_BYTES = 104_857_600; // 100 MiB, protocol.md §17.5
 /** Photos, files and voice messages: loaded with the first one (a chunk of its own). */
 const media = () => import('./media.js');
+/** The group dialogs (new group, members): a chunk of its own, loaded when opened. */
+const groupDialogs = () => import('./group-dialogs.js');
+/** @param {string | null} peer */
+const isGroup = (peer) => Boolean(peer?.startsWith('group:'));
 const TYPING_EVERY_MS = 3000; // a "started" at most this often while typing
 const TYPING_IDLE_MS = 5000; // no key for this long: "stopped"
 const TYPING_SHOWN_MS = 6000; // someone's "typing…" without news for this long goes
@@ -178,10 +182,10 @@ export async function chatPage(client) {
     });
   }
 
-  /** @param {{peer: string, lastMessage?: Message|null, unread: number}[]} conversations most recent first */
+  /** @param {{peer: string, lastMessage?: Message|null, unread: number, group?: {name: string}}[]} conversations most recent first */
   function renderConversations(conversations) {
     let totalUnread = 0;
-    const items = conversations.map(({ peer, lastMessage, unread }) => {
+    const items = conversations.map(({ peer, lastMessage, unread, group }) => {
       totalUnread += unread;
       const badge = el('span', {
         class: 'badge',
@@ -191,7 +195,7 @@ export async function chatPage(client) {
       });
       badge.hidden = !unread;
       const link = el('a', { class: 'conv', attrs: { href: `#with=${encodeURIComponent(peer)}` } }, [
-        el('span', { class: 'peer', text: peer }),
+        el('span', { class: 'peer', text: group ? group.name || 'Unnamed group' : peer }),
         el('span', { class: 'preview', text: preview(lastMessage) }),
         el('time', { class: 'when', text: formatTime(lastMessage?.sentAt ?? lastMessage?.serverTime) }),
         badge,
@@ -215,12 +219,14 @@ export async function chatPage(client) {
     if (!message) return '';
     if (message.kind === 'undecryptable') return 'Message could not be decrypted';
     if (message.kind === 'timer') return timerNotice(message);
+    if (message.kind === 'group') return message.text ?? '';
     if (message.kind === 'attachment' && message.attachment) {
       const a = message.attachment;
       const what = a.voice ? '♪ Voice message' : a.contentType.startsWith('image/') ? 'Photo' : a.fileName || 'File';
       return message.direction === 'out' ? `You: ${what}` : what;
     }
     const text = (message.text ?? '').replace(/\s+/g, ' ').slice(0, 80);
+    if (message.direction === 'in' && message.sender) return `${message.sender}: ${text}`;
     return message.direction === 'out' ? `You: ${text}` : text;
   }
 
@@ -242,7 +248,19 @@ export async function chatPage(client) {
     }
     showDeviceWarning();
     showTyping();
+    const group = isGroup(peer);
+    for (const id of ['open-safety', 'timer-pick']) show(byId(id), !group);
+    show(byId('open-members'), group);
     try {
+      if (group) {
+        const messages = /** @type {Message[]} */ (await client.messages(peer));
+        if (current !== peer) return;
+        await showGroupName(peer);
+        for (const message of messages) upsertMessage(message);
+        scrollToEnd();
+        markReadIfSeen();
+        return;
+      }
       timerSelect.value = String(await client.timer(peer));
       for (const { deviceId, reason } of await client.refusedDevices(peer)) noteRefused(peer, deviceId, reason);
       const messages = /** @type {Message[]} */ (await client.messages(peer));
@@ -298,8 +316,17 @@ export async function chatPage(client) {
       : `${who} turned off disappearing messages`;
   }
 
+  /** A group's name in the conversation's head. @param {string} peer */
+  async function showGroupName(peer) {
+    const group = await client.groups.get(peer);
+    if (current === peer) fillAll('#peer-name', group?.name || 'Unnamed group');
+  }
+
   /** @param {Message} message */
   function messageNode(message) {
+    if (message.kind === 'group') {
+      return el('li', { class: 'notice-line', text: message.text ?? '', data: { id: String(message.id), kind: 'group' } });
+    }
     if (message.kind === 'timer') {
       return el('li', { class: 'notice-line', text: timerNotice(message), data: { id: String(message.id), kind: 'timer' } });
     }
@@ -321,13 +348,14 @@ export async function chatPage(client) {
       text: undecryptable ? UNDECRYPTABLE_TEXT : (message.text ?? ''),
     });
     const meta = metaNode(message);
+    const sender = message.direction === 'in' && message.sender ? [el('span', { class: 'sender', text: message.sender })] : [];
     return el(
       'li',
       {
         class: `msg ${message.direction}${undecryptable ? ' bad' : ''}`,
         data: { id: String(message.id), status: message.status, ...(undecryptable ? { kind: 'undecryptable' } : {}) },
       },
-      [body, meta],
+      [...sender, body, meta],
     );
   }
 
@@ -961,6 +989,20 @@ export async function chatPage(client) {
   byId('open-settings').addEventListener('click', () => go('settings'));
   byId('settings-back').addEventListener('click', () => go(''));
   byId('devices-back').addEventListener('click', () => go(''));
+  byId('new-group').addEventListener('click', () => {
+    groupDialogs().then(
+      ({ newGroupDialog }) => newGroupDialog(client, { onCreated: (/** @type {string} */ id) => go(`with=${encodeURIComponent(`group:${id}`)}`) }),
+      reportError,
+    );
+  });
+  byId('open-members').addEventListener('click', () => {
+    const peer = current;
+    if (peer && isGroup(peer)) groupDialogs().then(({ membersDialog }) => membersDialog(client, peer), reportError);
+  });
+  listen(client, 'group', (/** @type {{id: string}} */ { id }) => {
+    refreshList();
+    if (current === `group:${id}`) showGroupName(current).catch(reportError);
+  });
   byId('open-safety').addEventListener('click', () => {
     if (current) go(`safety=${encodeURIComponent(current)}`);
   });

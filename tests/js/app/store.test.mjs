@@ -234,7 +234,7 @@ test('key ids are reserved without repeats and wrap after 2**32 - 1', async () =
   store.close();
 });
 
-test('a version 1 database is upgraded in place (to 3): the new stores appear, nothing is lost', async () => {
+test('a version 1 database is upgraded in place (to 4): the new stores appear, nothing is lost', async () => {
   const indexedDB = new IDBFactory();
   const opening = indexedDB.open(DB_NAME, 1);
   opening.onupgradeneeded = () => {
@@ -258,10 +258,10 @@ test('a version 1 database is upgraded in place (to 3): the new stores appear, n
 
   const store = await Store.open({ indexedDB });
   assert.deepEqual(
-    ['deviceLists', 'historyChunks', 'historyTransfers', 'conversations'].filter((name) => store.db.objectStoreNames.contains(name)),
-    ['deviceLists', 'historyChunks', 'historyTransfers', 'conversations'],
+    ['deviceLists', 'historyChunks', 'historyTransfers', 'conversations', 'groups', 'senderKeys'].filter((name) => store.db.objectStoreNames.contains(name)),
+    ['deviceLists', 'historyChunks', 'historyTransfers', 'conversations', 'groups', 'senderKeys'],
   );
-  assert.equal(store.db.version, 3);
+  assert.equal(store.db.version, 4);
   // Version 3: disappearing messages are found by their expiry.
   assert.ok(store.db.transaction(['messages']).objectStore('messages').indexNames.contains('expiresAt'));
   assert.equal((await store.config()).username, 'alice');
