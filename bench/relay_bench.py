@@ -16,11 +16,15 @@ measure a configuration change without editing project/settings.py.
 Figures:
 
 * Delivered messages per second and send→receive latency (p50/p95/p99) for 1, 20 and 100
-  concurrent sender/receiver pairs, and the latency of one message at a time on an
-  otherwise idle server. Each pair is two accounts registered through the REST API with
-  real protocol keys (``client.api.Api``); the sender claims the receiver's prekey bundle
-  through the API and starts a session, and the first message and its reply cross the
-  relay and are decrypted, so every later payload is an ordinary ratchet message of a
+  concurrent sender/receiver pairs, each level twice: as fast as the in-flight limits
+  allow (the server's capacity), then paced at 2,000 msg/s in all (``LOAD_RATE``, or 90 %
+  of the capacity if lower), where latency counts from each message's scheduled send
+  time; the p99 target is judged there. Also the latency of one message at a time on an
+  otherwise idle server, and the server's CPU per delivered message. Each pair is two
+  accounts registered through the REST API with real protocol keys
+  (``client.api.Api``); the sender claims the receiver's prekey bundle through the API
+  and starts a session, and the first message and its reply cross the relay and are
+  decrypted, so every later payload is an ordinary ratchet message of a
   100-byte text. Receivers do not decrypt during the run (the payload bytes that arrive
   are checked against the bytes sent), so the driver measures the server.
 * Bytes on the wire per 1:1 message beyond the plaintext, and ratchet encrypt+decrypt per
@@ -53,8 +57,10 @@ password hashing for the hundreds of throwaway sign-ups; with Redis, redis-py 7'
 connection defaults, without which the relay fails under load) and in limits set through
 the environment:
 the per-connection frame rate limit (``WS_FRAMES_PER_SECOND``/``WS_FRAME_BURST``, 100 a
-second by default) is lifted, since one pair sends thousands of frames a second, and
-``MAX_DEVICES_PER_ACCOUNT`` is raised for the idle-connection accounts.
+second by default) is lifted, since one pair sends thousands of frames a second,
+``MAX_DEVICES_PER_ACCOUNT`` is raised for the idle-connection accounts, and the abuse
+limits on sign-ups per address and prekey claims are lifted (one address signs up
+hundreds of accounts and claims thousands of bundles).
 """
 
 from __future__ import annotations
@@ -156,6 +162,10 @@ class Profile:
     claim_seconds: float = 5.0
     ratchet_seconds: float = 3.0
     unloaded_seconds: float = 3.0  # one pair, one message at a time: latency without queueing
+    # Latency at a load: each level again, paced at LOAD_RATE messages a second in all (or
+    # at LOAD_FRACTION of the rate the level reached, if that is lower).
+    load_warmup: float = 1.0
+    load_seconds: float = 6.0
 
 
 FULL = Profile()
@@ -171,7 +181,11 @@ QUICK = Profile(
     claim_seconds=2.0,
     ratchet_seconds=1.0,
     unloaded_seconds=1.5,
+    load_seconds=3.0,
 )
+# The issue's load: p99 is judged at 2,000 delivered messages a second (20 pairs).
+LOAD_RATE = 2_000.0
+LOAD_FRACTION = 0.9
 
 TARGETS = {
     "delivered_per_second_20_pairs": 2_000,  # at least
@@ -586,15 +600,28 @@ async def _sender(
     slots: asyncio.Semaphore,
     pending: deque[float],
     state: LevelState,
+    schedule: tuple[float, float] | None = None,
 ) -> None:
+    """Send the plan's frames: as fast as the in-flight limits allow, or, with
+    ``schedule`` (first send time, interval), each at its time. A paced message's latency
+    counts from its scheduled time, not from when it went out, so a server that falls
+    behind is charged for the wait (no "coordinated omission")."""
     clock = time.perf_counter
     sent = state.sent
-    for frame, payload in plan:
+    for index, (frame, payload) in enumerate(plan):
+        due = 0.0
+        if schedule is not None:
+            due = schedule[0] + index * schedule[1]
+            delay = due - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
         await slots.acquire()
         await state.total.acquire()
         now = clock()
         if now >= state.t_stop:
             return
+        if schedule is not None:
+            now = min(now, due)
         sent[payload[-KEY_BYTES:]] = (now, payload)
         pending.append(now)
         state.sends += 1
@@ -664,9 +691,16 @@ async def run_level(
     max_messages: int,
     in_flight: int,
     in_flight_total: int,
+    rate: float | None = None,
 ) -> dict[str, Any]:
+    """One level: ``pairs`` senders each sending to its receiver, for ``warmup`` plus at
+    most ``seconds`` seconds and ``max_messages`` messages. Without ``rate``, as fast as
+    the in-flight limits allow (the server's capacity); with it, paced at ``rate``
+    messages a second in all (an offered load: the latency the server gives at it)."""
     count = len(pairs)
     per_pair = math.ceil(max_messages / count)
+    if rate is not None:
+        per_pair = min(per_pair, math.ceil(rate / count * (warmup + seconds)) + 1)
     started = time.perf_counter()
     plans: list[list[tuple[bytes, bytes]]] = []
     now_ms = int(time.time() * 1000)
@@ -717,10 +751,21 @@ async def run_level(
         snapshots.append(cpu_snapshot(server.pid))
 
     snapper = asyncio.create_task(snapshot_after_warmup())
+    # Paced: each sender every count/rate seconds, the senders' turns spread evenly.
+    interval = count / rate if rate else 0.0
     await asyncio.gather(
         *(
-            _sender(conn, plan, gate, waiting, state)
-            for conn, plan, gate, waiting in zip(senders, plans, slots, pendings, strict=True)
+            _sender(
+                conn,
+                plan,
+                gate,
+                waiting,
+                state,
+                (start + index * interval / count, interval) if rate else None,
+            )
+            for index, (conn, plan, gate, waiting) in enumerate(
+                zip(senders, plans, slots, pendings, strict=True)
+            )
         )
     )
     t_end = min(state.t_stop, time.perf_counter())
@@ -751,14 +796,18 @@ async def run_level(
     )
     answered = sorted((ok - sent) * 1000 for sent, ok in state.answers if t_warm <= sent <= t_end)
     late = sum(1 for sent, _ in state.sent.values() if t_warm <= sent <= t_end)
+    server_cpu = end_snapshot.server - snapshots[0].server if snapshots else 0.0
     return {
         "pairs": count,
         "connections": 2 * count,
+        "offered_per_second": round(rate) if rate else None,
         "in_flight_per_sender": in_flight,
         "in_flight_total": in_flight_total,
         "measured_seconds": round(window, 2),
         "delivered": delivered,
         "delivered_per_second": round(delivered / window),
+        # Server CPU per delivered message: comparable between runs on a busy machine.
+        "server_cpu_us_per_message": round(server_cpu / delivered * 1e6) if delivered else None,
         "latency_ms": {
             "p50": _round(percentile(latencies, 0.50)),
             "p95": _round(percentile(latencies, 0.95)),
@@ -968,11 +1017,29 @@ async def drive(server: LiveServer, profile: Profile, log: Callable[[str], None]
             in_flight=profile.in_flight,
             in_flight_total=profile.in_flight_total,
         )
-        phases[f"level_{level}"] = round(time.perf_counter() - started, 1)
-        results["levels"].append(figures)
         log(
             f"  {figures['delivered_per_second']:,} msg/s, p99 {figures['latency_ms']['p99']} ms, "
             f"cpu {figures['cpu']}"
+        )
+        rate = min(LOAD_RATE, LOAD_FRACTION * figures["delivered_per_second"])
+        log(f"latency at a load: {level} pair(s), {rate:,.0f} msg/s offered")
+        figures["at_load"] = await run_level(
+            url,
+            server,
+            pairs[:level],
+            warmup=profile.load_warmup,
+            seconds=profile.load_seconds,
+            max_messages=profile.max_messages,
+            in_flight=profile.in_flight,
+            in_flight_total=profile.in_flight_total,
+            rate=rate,
+        )
+        phases[f"level_{level}"] = round(time.perf_counter() - started, 1)
+        results["levels"].append(figures)
+        loaded = figures["at_load"]
+        log(
+            f"  {loaded['delivered_per_second']:,} msg/s delivered, p50/p99 "
+            f"{loaded['latency_ms']['p50']} / {loaded['latency_ms']['p99']} ms"
         )
 
     log("prekey claims")
@@ -1043,6 +1110,12 @@ def run(
         "WS_FRAMES_PER_SECOND": "1000000",
         "WS_FRAME_BURST": "1000000",
         "MAX_DEVICES_PER_ACCOUNT": str(max(6, profile.devices_per_account)),
+        # Abuse limits (keys/throttles.py): the driver signs up hundreds of accounts from
+        # one address and claims thousands of bundles, which is what they exist to stop.
+        "SIGNUPS_PER_ADDRESS": "1000000",
+        "PREKEY_CLAIMS_PER_ACCOUNT": "1000000",
+        "PREKEY_CLAIMS_PER_DEVICE_PAIR": "1000000",
+        "PREKEY_CLAIMS_PER_TARGET_DEVICE": "1000000",
     }
     server = LiveServer(
         SERVER_DIR,
@@ -1071,10 +1144,14 @@ def run(
             twenty is not None
             and twenty["delivered_per_second"] >= TARGETS["delivered_per_second_20_pairs"]
         ),
-        # No p99 (None) means nothing sent in the window arrived in time: a miss.
+        # Judged at the offered load of 2,000 msg/s (at_load), and only if the server
+        # delivered that load. No p99 (None) means nothing sent in the window arrived in
+        # time: a miss.
         "p99_ms_20_pairs": twenty is not None
-        and twenty["latency_ms"]["p99"] is not None
-        and twenty["latency_ms"]["p99"] < TARGETS["p99_ms_20_pairs"],
+        and (twenty["at_load"]["offered_per_second"] or 0) >= LOAD_RATE
+        and twenty["at_load"]["delivered_per_second"] >= 0.98 * LOAD_RATE
+        and twenty["at_load"]["latency_ms"]["p99"] is not None
+        and twenty["at_load"]["latency_ms"]["p99"] < TARGETS["p99_ms_20_pairs"],
         "message_overhead_bytes": protocol["message_overhead_bytes"]
         <= TARGETS["wire_overhead_bytes"],
         "wire_overhead_bytes": wire <= TARGETS["wire_overhead_bytes"],
@@ -1138,30 +1215,44 @@ def print_table(figures: dict[str, Any]) -> None:
     print()
     print(f"relay benchmark — {figures['backend']}" + (" (quick)" if figures["quick"] else ""))
     print()
-    header = f"  {'pairs':>5} {'conns':>5} {'msgs/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
-    header += (
-        f" {'max ms':>8} {'ok p50':>7} {'late':>5} {'server':>7} {'pg+redis':>8} {'driver':>7}"
+    print(
+        "  as fast as it goes (each sender keeps up to "
+        f"{figures['profile']['in_flight']} SENDs unanswered, the level "
+        f"{figures['profile']['in_flight_total']})      at a load (paced)"
     )
-    header += f" {'machine':>8}"
+    header = (
+        f"  {'pairs':>5} {'conns':>5} {'msgs/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'µs/msg':>6}"
+        f" {'server':>6} {'driver':>6} {'other':>5} │ {'offered':>7} {'msgs/s':>7}"
+        f" {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} {'late':>4}"
+    )
     print(header)
     for level in relay["levels"]:
         lat = level["latency_ms"]
         cpu = level["cpu"]
+        load = level["at_load"]
+        paced = load["latency_ms"]
         print(
-            f"  {level['pairs']:>5} {level['connections']:>5} {level['delivered_per_second']:>8,}"
-            f" {_fmt(lat['p50']):>8} {_fmt(lat['p95']):>8} {_fmt(lat['p99']):>8}"
-            f" {_fmt(lat['max']):>8} {_fmt(level['send_ok_latency_ms']['p50']):>7}"
-            f" {level['not_delivered_after_drain']:>5}"
-            f" {cpu.get('server_cores', 0):>7.2f} {cpu.get('postgres_redis_cores', 0):>8.2f}"
-            f" {cpu.get('driver_cores', 0):>7.2f}"
-            f" {cpu.get('machine_busy_cores', 0):>8.2f}"
+            f"  {level['pairs']:>5} {level['connections']:>5} {level['delivered_per_second']:>7,}"
+            f" {_fmt(lat['p50']):>7} {_fmt(lat['p99']):>7}"
+            f" {level['server_cpu_us_per_message'] or 0:>6,}"
+            f" {cpu.get('server_cores', 0):>6.2f} {cpu.get('driver_cores', 0):>6.2f}"
+            f" {cpu.get('other_cores', 0):>5.2f} │ {load['offered_per_second'] or 0:>7,}"
+            f" {load['delivered_per_second']:>7,} {_fmt(paced['p50']):>7}"
+            f" {_fmt(paced['p95']):>7} {_fmt(paced['p99']):>7} {_fmt(paced['max']):>7}"
+            f" {level['not_delivered_after_drain'] + load['not_delivered_after_drain']:>4}"
         )
     print(
-        "  (ok p50: SEND→SEND_OK, ms; server, pg+redis, driver, machine: CPU cores busy in "
-        "the measured window, of "
-        f"{figures['machine']['cpus']}; before the run the machine was already using "
-        f"{figures['machine']['background_busy_cores_before_run']}; late: sent in the "
-        f"window, not delivered within {DRAIN_SECONDS:.0f} s after it)"
+        "  (latency: SEND sent → DELIVER received, ms; at a load it counts from the scheduled "
+        "send time. µs/msg: server CPU per delivered message. server, driver (this load "
+        "generator), other (the rest of the machine): CPU cores busy in the window, of "
+        f"{figures['machine']['cpus']}"
+        + (
+            "; PostgreSQL + Redis: "
+            + ", ".join(str(lv["cpu"].get("postgres_redis_cores", 0)) for lv in relay["levels"])
+            if figures["redis_url"] or figures["database_url"]
+            else ""
+        )
+        + f". late: not delivered within {DRAIN_SECONDS:.0f} s.)"
     )
     other = max(
         [figures["machine"]["background_busy_cores_before_run"]]
@@ -1187,6 +1278,7 @@ def print_table(figures: dict[str, Any]) -> None:
     idle = relay["idle"]
     claims = relay["prekey_claims"]
     twenty = next((lv for lv in relay["levels"] if lv["pairs"] == 20), None)
+    loaded = twenty["at_load"] if twenty else None
     rows = [
         (
             "delivered msgs/s, 20 pairs (target >= 2,000)",
@@ -1194,8 +1286,11 @@ def print_table(figures: dict[str, Any]) -> None:
             mark("delivered_per_second_20_pairs"),
         ),
         (
-            "p99 latency at 20 pairs, ms (target < 50)",
-            _fmt(twenty["latency_ms"]["p99"]) if twenty else "n/a",
+            f"p99 latency at 20 pairs, {loaded['offered_per_second'] or 0:,} msg/s offered, ms "
+            "(target < 50 at 2,000)"
+            if loaded
+            else "p99 latency at 20 pairs",
+            _fmt(loaded["latency_ms"]["p99"]) if loaded else "n/a",
             mark("p99_ms_20_pairs"),
         ),
         (

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -78,10 +78,20 @@ CLOSE_RATE_ABUSE = 4429
 ABUSE_FACTOR = 10
 # At most this many seqs are named in an UNKNOWN_ENVELOPE message.
 MAX_SEQS_NAMED = 20
+# Both channel layers end a group membership after ``group_expiry`` (a day by default),
+# and a connection that is no longer in its device's group hears no ``envelope.new``: a
+# connection joins again, on a frame from its client (clients PING every 25 s), once
+# this long has passed since it last did.
+GROUP_REJOIN_SECONDS = 3600.0
 
 
 # A frame handed to the writer, waiting for its answer: request id, frame type, outcome.
 _Pending = tuple[int, str, "asyncio.Future[Any]"]
+
+
+# Answering tasks of closed connections still fanning out: held here until they end
+# (the event loop keeps only weak references to tasks).
+_finishing: set[asyncio.Task[None]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,15 +150,29 @@ class RelayConsumer(AsyncWebsocketConsumer):
         self._in_flight: set[int] = set()
         self._behind = True
         self._queue_empty_sent = False
-        self._answers: asyncio.Queue[_Pending] | None = None
+        self._answers: asyncio.Queue[_Pending | None] | None = None
         self._answering: asyncio.Task[None] | None = None
         self._unanswered = 0  # frames handed to the writer and not answered yet
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its ``aclose_old_connections``: that runs Django's
+        ``close_old_connections`` on the database thread before every frame and every
+        event, a thread hop per message that was most of the relay's cost once the
+        database work was batched. The relay needs none: all its database work runs on
+        the writer's thread (messaging.writer), which keeps its own connection."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     # --- connection -----------------------------------------------------------------------
 
     async def connect(self) -> None:
         token = offered_token(list(self.scope.get("subprotocols") or []))
-        device = await database_sync_to_async(device_for_token)(token) if token else None
+        # The connection's database work runs on the writer's thread and connection too,
+        # in its turn: no connection opened and closed per call (messaging.writer).
+        writer = relay_writer()
+        device = await writer.call(partial(device_for_token, token)) if token else None
         if device is None:
             logger.debug("relay: handshake refused (no valid device token)")
             await self.close()  # before accept: the handshake fails (HTTP 403)
@@ -164,23 +188,27 @@ class RelayConsumer(AsyncWebsocketConsumer):
         group = device_group(device.pk)
         await self.channel_layer.group_add(group, self.channel_name)
         self.groups.append(group)  # the base class leaves it on disconnect
+        self._rejoin_at = time.monotonic() + GROUP_REJOIN_SECONDS
         await self.accept(subprotocol=SUBPROTOCOL)
         from compliance.connections import log_connection  # the region's connection log
 
-        await database_sync_to_async(log_connection)(device, self.scope)
+        await writer.call(partial(log_connection, device, self.scope))
         logger.debug("relay: device %s connected", device.pk)
-        low = await database_sync_to_async(services.prekeys_low)(device)
+        low = await writer.call(partial(services.prekeys_low, device))
         if low is not None:
             await self._send_frame(Notice(NoticeKind.PREKEYS_LOW, low))
         await self._deliver_from_db()
 
     async def disconnect(self, code: int) -> None:
         self._closed = True
-        if self._answering is not None:
-            # What was handed to the writer is stored all the same; only the answers,
-            # which nobody can receive now, and the fan-out of the still uncommitted
-            # sends are dropped (their devices get them from the queue).
-            self._answering.cancel()
+        if self._answers is not None and self._answering is not None:
+            # What was handed to the writer is stored all the same, and its fan-out must
+            # still happen (a client that disconnects as soon as it has its SEND_OK is
+            # common, and an ephemeral send has nothing else): the answering task runs
+            # on to the end of its queue, sending nothing more to this socket.
+            self._answers.put_nowait(None)
+            _finishing.add(self._answering)
+            self._answering.add_done_callback(_finishing.discard)
         if self._device is not None:
             logger.debug("relay: device %s disconnected (%s)", self._device.pk, code)
 
@@ -199,6 +227,9 @@ class RelayConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self._closed or self._device is None:
             return
+        if time.monotonic() >= self._rejoin_at:
+            self._rejoin_at = time.monotonic() + GROUP_REJOIN_SECONDS
+            await self.channel_layer.group_add(device_group(self._device.pk), self.channel_name)
         if not self._abuse.take():
             logger.debug("relay: device %s closed for flooding", self._device.pk)
             await self._close(CLOSE_RATE_ABUSE)
@@ -313,9 +344,12 @@ class RelayConsumer(AsyncWebsocketConsumer):
             self._answering = asyncio.create_task(self._answer_in_order(self._answers))
         self._answers.put_nowait((request_id, what, outcome))
 
-    async def _answer_in_order(self, answers: asyncio.Queue[_Pending]) -> None:
+    async def _answer_in_order(self, answers: asyncio.Queue[_Pending | None]) -> None:
         while True:
-            request_id, what, outcome = await answers.get()
+            item = await answers.get()
+            if item is None:  # disconnected, and everything before it answered
+                return
+            request_id, what, outcome = item
             try:
                 await self._answer_one(request_id, what, outcome)
             except Exception:

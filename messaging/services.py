@@ -34,6 +34,7 @@ never logged.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -240,24 +241,26 @@ def _resolve(
 
 
 def _recipients(usernames: Iterable[str]) -> dict[str, _Recipient]:
-    """The accounts with these usernames and their devices, by username: two queries
-    however many names."""
-    accounts = list(
-        Account.objects.filter(user__username__in=set(usernames)).values_list(
-            "pk", "user__username", "device_list"
-        )
-    )
-    if not accounts:
+    """The accounts with these usernames and their devices, by username: one query
+    however many names (an account without devices has an empty tuple)."""
+    names = sorted(set(usernames))
+    if not names:
         return {}
-    devices: dict[int, list[tuple[int, int, int, bytes]]] = {pk: [] for pk, _, _ in accounts}
-    rows = Device.objects.filter(account_id__in=devices).values_list(
-        "account_id", "pk", "device_id", "registration_id", "certificate"
-    )
-    for account_pk, pk, device_id, registration_id, certificate in rows:
-        devices[account_pk].append((pk, device_id, registration_id, bytes(certificate)))
+    accounts: dict[str, tuple[int, bytes]] = {}
+    devices: dict[str, list[tuple[int, int, int, bytes]]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_sql().recipients(len(names)), names)
+        for account_pk, username, device_list, pk, device_id, registration_id, cert in cursor:
+            if username not in accounts:
+                accounts[username] = (int(account_pk), bytes(device_list))
+                devices[username] = []
+            if pk is not None:
+                devices[username].append(
+                    (int(pk), int(device_id), int(registration_id), bytes(cert))
+                )
     return {
-        username: _Recipient(pk, bytes(device_list), tuple(devices[pk]))
-        for pk, username, device_list in accounts
+        username: _Recipient(account_pk, device_list, tuple(devices[username]))
+        for username, (account_pk, device_list) in accounts.items()
     }
 
 
@@ -627,11 +630,10 @@ def acknowledge_many(requests: Sequence[tuple[int, Sequence[int]]]) -> list[AckR
 
 def _live_senders(device_pks: set[int]) -> dict[int, str]:
     """{pk: token_hash} of those devices that exist and whose account is active."""
-    return dict(
-        Device.objects.filter(pk__in=device_pks, account__user__is_active=True).values_list(
-            "pk", "token_hash"
-        )
-    )
+    pks = sorted(device_pks)
+    with connection.cursor() as cursor:
+        cursor.execute(_sql().live_senders(len(pks)), [*pks, True])
+        return {int(pk): str(token_hash) for pk, token_hash in cursor}
 
 
 def _lock_devices(device_pks: Sequence[int]) -> dict[int, int]:
@@ -641,21 +643,88 @@ def _lock_devices(device_pks: Sequence[int]) -> dict[int, int]:
     does), so two batches, or a batch and a group send, cannot deadlock on them."""
     if not device_pks:
         return {}
-    rows = Device.objects.filter(pk__in=device_pks).order_by("pk")
-    if connection.features.has_select_for_update:
-        rows = rows.select_for_update()
-    return {int(pk): int(seq) for pk, seq in rows.values_list("pk", "next_seq")}
+    with connection.cursor() as cursor:
+        cursor.execute(_sql().lock_devices(len(device_pks)), list(device_pks))
+        return {int(pk): int(seq) for pk, seq in cursor}
 
 
 def _queued_counts(device_pks: Sequence[int]) -> dict[int, int]:
     if not device_pks:
         return {}
-    return dict(
-        Envelope.objects.filter(device_id__in=device_pks)
-        .values("device_id")
-        .annotate(n=Count("pk"))
-        .values_list("device_id", "n")
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_sql().queued_counts(len(device_pks)), list(device_pks))
+        return {int(pk): int(count) for pk, count in cursor}
+
+
+class _Sql:
+    """The batch's statements, built once per process from the models' table and column
+    names. Only quoted identifiers and placeholders are formatted in; values are bound."""
+
+    def __init__(self) -> None:
+        from django.contrib.auth import get_user_model
+
+        q = connection.ops.quote_name
+        user = get_user_model()
+
+        def col(model: Any, field: str) -> str:
+            return q(model._meta.get_field(field).column)
+
+        self.device = q(Device._meta.db_table)
+        self.account = q(Account._meta.db_table)
+        self.user = q(user._meta.db_table)
+        self.envelope = q(Envelope._meta.db_table)
+        self.d_pk, self.a_pk, self.u_pk = col(Device, "id"), col(Account, "id"), col(user, "id")
+        self.d_account = col(Device, "account")
+        self.d_token = col(Device, "token_hash")
+        self.d_device_id = col(Device, "device_id")
+        self.d_registration = col(Device, "registration_id")
+        self.d_certificate = col(Device, "certificate")
+        self.d_next_seq = col(Device, "next_seq")
+        self.a_user = col(Account, "user")
+        self.a_device_list = col(Account, "device_list")
+        self.u_username = col(user, user.USERNAME_FIELD)
+        self.u_active = col(user, "is_active")
+        self.e_device = col(Envelope, "device")
+        self.for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
+
+    @staticmethod
+    def _marks(count: int) -> str:
+        return ", ".join(["%s"] * count)
+
+    def live_senders(self, count: int) -> str:
+        return (
+            f"SELECT d.{self.d_pk}, d.{self.d_token} FROM {self.device} d "  # noqa: S608
+            f"JOIN {self.account} a ON a.{self.a_pk} = d.{self.d_account} "
+            f"JOIN {self.user} u ON u.{self.u_pk} = a.{self.a_user} "
+            f"WHERE d.{self.d_pk} IN ({self._marks(count)}) AND u.{self.u_active} = %s"
+        )
+
+    def recipients(self, count: int) -> str:
+        return (
+            f"SELECT a.{self.a_pk}, u.{self.u_username}, a.{self.a_device_list}, "  # noqa: S608
+            f"d.{self.d_pk}, d.{self.d_device_id}, d.{self.d_registration}, "
+            f"d.{self.d_certificate} FROM {self.account} a "
+            f"JOIN {self.user} u ON u.{self.u_pk} = a.{self.a_user} "
+            f"LEFT JOIN {self.device} d ON d.{self.d_account} = a.{self.a_pk} "
+            f"WHERE u.{self.u_username} IN ({self._marks(count)})"
+        )
+
+    def lock_devices(self, count: int) -> str:
+        return (
+            f"SELECT {self.d_pk}, {self.d_next_seq} FROM {self.device} "  # noqa: S608
+            f"WHERE {self.d_pk} IN ({self._marks(count)}) ORDER BY {self.d_pk}{self.for_update}"
+        )
+
+    def queued_counts(self, count: int) -> str:
+        return (
+            f"SELECT {self.e_device}, COUNT(*) FROM {self.envelope} "  # noqa: S608
+            f"WHERE {self.e_device} IN ({self._marks(count)}) GROUP BY {self.e_device}"
+        )
+
+
+@functools.cache
+def _sql() -> _Sql:
+    return _Sql()
 
 
 def _store_next_seqs(moved: Sequence[tuple[int, int]]) -> None:

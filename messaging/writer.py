@@ -23,7 +23,11 @@ What it keeps of docs/protocol.md §9.10:
 * Order. Operations run in the order they were submitted: a batch is a run of
   consecutive SENDs and ACKs, and any other call (a group send, a queue read) runs alone,
   in its place. So a connection's SENDs take seqs in frame order, and a queue read
-  submitted after an ACK does not see the acknowledged envelopes.
+  submitted after an ACK does not see the acknowledged envelopes. Within a run the ACKs
+  are applied before the SENDs. No client can tell: an ACK names envelopes that were
+  delivered, so committed by an earlier batch (a client that acknowledges a seq it was
+  never given hears ``unknown_envelope``, as it would have a moment earlier), and a
+  SEND then meets a queue already cleared of them, as it would have a moment later.
 
 One writer (queue) per event loop, created on first use (a Daphne process has one loop;
 tests make one per test), and one thread per process for all of them, which holds the
@@ -52,6 +56,14 @@ logger = logging.getLogger(__name__)
 # Operations a batch takes at most: bounds a transaction's length (and its lock time) and
 # the statement sizes; far above what 2 cores can fill in one commit.
 MAX_BATCH = 512
+# Under a moderate load a batch would hold two or three frames and cost nearly what a full
+# one costs (the statements, the commit, the thread hop): measured, 400-500 µs of CPU per
+# message paced at 2,000 a second against 270-320 µs flat out. So when the last batch held
+# more than one operation (the server is busy) and fewer than LINGER_BELOW are waiting,
+# the writer waits LINGER_SECONDS for more before it stores them. A lone frame on a quiet
+# server is stored at once.
+LINGER_BELOW = 32
+LINGER_SECONDS = 0.002
 
 _Kind = Literal["send", "ack", "call"]
 
@@ -101,8 +113,11 @@ class RelayWriter:
 
     async def _drain(self) -> None:
         try:
+            last = 0
             while self._queue:
-                count = min(len(self._queue), MAX_BATCH)
+                if last > 1 and len(self._queue) < LINGER_BELOW:
+                    await asyncio.sleep(LINGER_SECONDS)
+                count = last = min(len(self._queue), MAX_BATCH)
                 batch = [self._queue.popleft() for _ in range(count)]
                 work = [(op.kind, op.argument) for op in batch]
                 try:

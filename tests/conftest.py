@@ -40,7 +40,7 @@ def fresh_channel_layers() -> dict[str, Any]:
     so no event of another test (or an earlier run) can reach it."""
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
-        return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        return {"default": {"BACKEND": "messaging.layers.InMemoryChannelLayer"}}
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
