@@ -1108,6 +1108,7 @@ def run(
     shutil.rmtree(SERVER_DIR, ignore_errors=True)
     extra_env = {
         "WS_FRAMES_PER_SECOND": "1000000",
+        "SENDS_PER_DEVICE_PER_SECOND": "1000000",
         "WS_FRAME_BURST": "1000000",
         "MAX_DEVICES_PER_ACCOUNT": str(max(6, profile.devices_per_account)),
         # Abuse limits (keys/throttles.py): the driver signs up hundreds of accounts from

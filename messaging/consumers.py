@@ -125,6 +125,32 @@ class TokenBucket:
         return False
 
 
+class DeviceSendBudgets:
+    """One token bucket of sends per device, shared by all of the device's connections to
+    this process (a device that opens ten sockets gets no more). Per process: a device
+    connected to N processes at once could send N times the rate, which the per-connection
+    frame budget and the queue limits still bound."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, TokenBucket] = {}
+        self._connections: dict[int, int] = {}
+
+    def join(self, device_pk: int, rate: float, burst: float) -> TokenBucket:
+        self._connections[device_pk] = self._connections.get(device_pk, 0) + 1
+        return self._buckets.setdefault(device_pk, TokenBucket(rate, burst))
+
+    def leave(self, device_pk: int) -> None:
+        left = self._connections.get(device_pk, 0) - 1
+        if left > 0:
+            self._connections[device_pk] = left
+        else:
+            self._connections.pop(device_pk, None)
+            self._buckets.pop(device_pk, None)
+
+
+_send_budgets = DeviceSendBudgets()
+
+
 def offered_token(subprotocols: list[str]) -> str | None:
     """The device token from the offered subprotocols, if ``sealpost.v1`` is offered too."""
     if SUBPROTOCOL not in subprotocols:
@@ -153,6 +179,7 @@ class RelayConsumer(AsyncWebsocketConsumer):
         self._answers: asyncio.Queue[_Pending | None] | None = None
         self._answering: asyncio.Task[None] | None = None
         self._unanswered = 0  # frames handed to the writer and not answered yet
+        self._sends: TokenBucket | None = None  # the device's send budget, once connected
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its ``aclose_old_connections``: that runs Django's
@@ -184,6 +211,11 @@ class RelayConsumer(AsyncWebsocketConsumer):
         rate, burst = float(limits["WS_FRAMES_PER_SECOND"]), float(limits["WS_FRAME_BURST"])
         self._budget = TokenBucket(rate, burst)
         self._abuse = TokenBucket(rate * ABUSE_FACTOR, burst * ABUSE_FACTOR)
+        self._sends = _send_budgets.join(
+            device.pk,
+            float(limits["SENDS_PER_DEVICE_PER_SECOND"]),
+            float(limits["SEND_BURST_PER_DEVICE"]),
+        )
         # Join before reading the backlog, so an envelope committed in between is announced.
         group = device_group(device.pk)
         await self.channel_layer.group_add(group, self.channel_name)
@@ -210,6 +242,9 @@ class RelayConsumer(AsyncWebsocketConsumer):
             _finishing.add(self._answering)
             self._answering.add_done_callback(_finishing.discard)
         if self._device is not None:
+            if self._sends is not None:
+                _send_budgets.leave(self._device.pk)
+                self._sends = None
             logger.debug("relay: device %s disconnected (%s)", self._device.pk, code)
 
     @property
@@ -289,7 +324,23 @@ class RelayConsumer(AsyncWebsocketConsumer):
                     frame.type.name,
                 )
 
+    async def _send_allowed(self, frame: Send | GroupSend) -> bool:
+        """The device's send budget (shared by its connections): a send beyond it is
+        refused with rate_limited, not stored; the client sends it again later."""
+        if self._sends is None or self._sends.take():
+            return True
+        await self._error(
+            frame.request_id,
+            ErrorCode.RATE_LIMITED,
+            f"more than {settings.SEALPOST['SENDS_PER_DEVICE_PER_SECOND']} sends a second "
+            "from this device: not stored; send it again in a second",
+            frame.type.name,
+        )
+        return False
+
     async def _on_send(self, frame: Send) -> None:
+        if not await self._send_allowed(frame):
+            return
         request = services.SendRequest(
             self.device,
             frame.recipient,
@@ -300,6 +351,8 @@ class RelayConsumer(AsyncWebsocketConsumer):
         self._answer(frame.request_id, "SEND", relay_writer().send(request))
 
     async def _on_group_send(self, frame: GroupSend) -> None:
+        if not await self._send_allowed(frame):
+            return
         store = partial(
             services.enqueue_group_send,
             self.device,

@@ -44,8 +44,9 @@ NUM_PROXIES        trusted proxies in front of the server: the client address fo
                    is the entry the outermost one appended to X-Forwarded-For. Default 0
                    (the socket's peer address).
 SIGNUPS_PER_ADDRESS, PREKEY_CLAIMS_PER_ACCOUNT, PREKEY_CLAIMS_PER_DEVICE_PAIR,
-PREKEY_CLAIMS_PER_TARGET_DEVICE  override the abuse limits of the same names (SEALPOST
-                   below; keys/throttles.py explains them).
+PREKEY_CLAIMS_PER_TARGET_DEVICE, SENDS_PER_DEVICE_PER_SECOND, SEND_BURST_PER_DEVICE
+                   override the abuse limits of the same names (SEALPOST below;
+                   keys/throttles.py and messaging/consumers.py explain them).
 =================  ==========================================================================
 """
 
@@ -470,6 +471,9 @@ SEALPOST = {
     "MAX_UNACKED": 256,  # envelopes in flight to one connection before it must ack
     "WS_FRAMES_PER_SECOND": env.int("WS_FRAMES_PER_SECOND", default=100),  # rate_limited
     "WS_FRAME_BURST": env.int("WS_FRAME_BURST", default=400),
+    # rate_limited: SEND and GROUP_SEND frames per device, shared by its connections.
+    "SENDS_PER_DEVICE_PER_SECOND": env.int("SENDS_PER_DEVICE_PER_SECOND", default=30),
+    "SEND_BURST_PER_DEVICE": env.int("SEND_BURST_PER_DEVICE", default=300),
     # attachment_too_large: 100 MiB of file in 1,600 chunks of 64 KiB, each with its
     # 16-byte tag (docs/protocol.md §17.5).
     "MAX_ATTACHMENT_BLOB_BYTES": 104_857_600 + 16 * 1600,

@@ -576,6 +576,31 @@ async def test_a_client_far_above_the_rate_limit_is_disconnected(
         await socket.nothing()  # nothing is answered after the close
 
 
+async def test_sends_above_the_device_budget_are_refused_across_its_connections(
+    limits: Callable[..., None],
+) -> None:
+    # Two sends per device however many sockets it opens: the third, on a second socket,
+    # is refused with rate_limited and nothing of it is stored.
+    limits(SENDS_PER_DEVICE_PER_SECOND=0.01, SEND_BURST_PER_DEVICE=2)
+    alice, bob = await _pair()
+    async with (
+        connected(alice.token, backlog_empty=True) as first,
+        connected(alice.token, backlog_empty=True) as second,
+    ):
+        await first.send(send_frame(1, "bob", bob.message(b"one")))
+        assert (await first.expect(SendOk)).request_id == 1
+        await second.send(send_frame(2, "bob", bob.message(b"two")))
+        assert (await second.expect(SendOk)).request_id == 2
+        await second.send(send_frame(3, "bob", bob.message(b"three")))
+        error = await second.error()
+        _error_is(error, ErrorCode.RATE_LIMITED, 3)
+        assert "sends a second" in error.message
+        await first.send(Ping(4))  # other frames still pass
+        assert await first.recv() == Pong(4)
+
+    assert len(await aenvelope_seqs(bob)) == 2
+
+
 def test_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
     now = [0.0]
     bucket = TokenBucket(rate=2, burst=3, clock=lambda: now[0])
