@@ -34,8 +34,14 @@ class Blob(models.Model):
     created_at = models.DateTimeField()
     completed_at = models.DateTimeField(null=True, blank=True)
     # Created + 24 hours while the upload is incomplete; created + the region policy's
-    # retention.attachments.maximum once it is complete (attachments.services).
+    # retention.attachments.maximum once it is complete (attachments.services), or sooner,
+    # completion + ttl_seconds, for a disappearing message's file.
     expires_at = models.DateTimeField(db_index=True)
+    ttl_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="a disappearing message's timer: kept at most this long after completion",
+    )
 
     class Meta:
         indexes = [

@@ -57,6 +57,7 @@ from django.utils import timezone
 from keys.models import Account, Device
 from project.errors import ServiceError
 from protocol.errors import ErrorCode
+from protocol.limits import MAX_TTL_SECONDS
 
 from .models import Blob, BlobPart
 
@@ -100,16 +101,29 @@ def _part_name(blob_id: str, offset: int) -> str:
 # --- creating a blob ----------------------------------------------------------------------
 
 
-def create_blob(device: Device, size: int) -> Blob:
+def create_blob(device: Device, size: int, ttl_seconds: int | None = None) -> Blob:
     """Announce a blob of ``size`` encrypted bytes, uploaded by ``device``.
 
-    Raises ServiceError: ATTACHMENT_TOO_LARGE (above ``MAX_ATTACHMENT_BLOB_BYTES``, or
-    above the daily quota itself), RATE_LIMITED (the account's uploads of the last 24 hours
+    ``ttl_seconds`` (1 .. MAX_TTL_SECONDS; a disappearing message's timer) shortens the
+    blob's life once complete to ``completed_at + ttl_seconds`` (never past the usual
+    ``created_at`` + retention): the message's SEND, made after the upload with EXPIRES
+    and the same ttl, keeps its envelopes at least that long, so the blob never outlives
+    the message. The upload itself still has its 24 hours.
+
+    Raises ServiceError: INVALID_REQUEST (``ttl_seconds`` out of range),
+    ATTACHMENT_TOO_LARGE (above ``MAX_ATTACHMENT_BLOB_BYTES``, or above the daily quota
+    itself), RATE_LIMITED (the account's uploads of the last 24 hours
     plus this one would exceed ``ATTACHMENT_BYTES_PER_DAY``; ``retry_after`` says when
     enough of them leave the window).
     """
     if size < 1:
         raise _field_refusal(ErrorCode.INVALID_REQUEST, "size", f"{size} is not at least 1")
+    if ttl_seconds is not None and not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+        raise _field_refusal(
+            ErrorCode.INVALID_REQUEST,
+            "ttl_seconds",
+            f"{ttl_seconds} is not between 1 and {MAX_TTL_SECONDS}",
+        )
     limit = _limit("MAX_ATTACHMENT_BLOB_BYTES")
     if size > limit:
         raise _field_refusal(
@@ -137,6 +151,7 @@ def create_blob(device: Device, size: int) -> Blob:
             size=size,
             created_at=now,
             expires_at=now + min(INCOMPLETE_TTL, ttl),
+            ttl_seconds=ttl_seconds,
         )
 
 
@@ -232,15 +247,22 @@ def append_chunk(device: Device, blob_id: str, offset: int, data: bytes) -> Blob
             changed = ["offset"]
             if blob.offset == blob.size:
                 blob.completed_at = timezone.now()
-                blob.expires_at = blob.created_at + timedelta(
-                    seconds=_limit("ATTACHMENT_TTL_SECONDS")
-                )
+                blob.expires_at = completed_expiry(blob)
                 changed += ["completed_at", "expires_at"]
             blob.save(update_fields=changed)
     except BaseException:
         files.delete(name)
         raise
     return blob
+
+
+def completed_expiry(blob: Blob) -> datetime:
+    """When a complete blob expires: its creation plus the region's retention, or its
+    completion plus its ``ttl_seconds`` if that is sooner."""
+    expires = blob.created_at + timedelta(seconds=_limit("ATTACHMENT_TTL_SECONDS"))
+    if blob.ttl_seconds is not None and blob.completed_at is not None:
+        expires = min(expires, blob.completed_at + timedelta(seconds=blob.ttl_seconds))
+    return expires
 
 
 # --- downloading --------------------------------------------------------------------------

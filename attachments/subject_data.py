@@ -60,6 +60,7 @@ def _blob_row(blob: Blob) -> dict[str, Any]:
         "created_at": blob.created_at,
         "completed_at": blob.completed_at,
         "expires_at": blob.expires_at,
+        "ttl_seconds": blob.ttl_seconds,
         "ciphertext_file": f"files/attachments.blob/{blob.id}.bin" if blob.is_complete else None,
     }
 

@@ -67,22 +67,26 @@ Several devices per account (docs/api.md, "Several devices per account")
     prekeys below the server's low watermark, rotates a signed prekey older than 7 days,
     and resends what the outbox kept from an earlier run. Reconnects by itself afterwards.
 
-``await send_text(username, text) -> int``
+``await send_text(username, text, *, wait=True) -> int``
     Encrypts once per device of ``username`` (and a SENT transcript once per other device
     of our own account), stores the sessions and the outbox entry in one transaction, sends, and
-    returns the local message id once the server accepted it. Its sent_at (the sender's
-    clock, inside the encryption) is ``max(now, previous + 1)``: unique per device and
-    increasing, so that (sender, sent_at) names this one message, which is how receipts
-    refer to it. Corrects the device set on
-    DEVICE_MISMATCH (at most 3 rounds). Raises UNTRUSTED_IDENTITY while the recipient's
+    returns the local message id once the server accepted it (``wait=False``: once it is
+    in the outbox and handed to the connection; up to 32 SENDs are then in flight at once,
+    in order; ``await wait_sent(ids)`` waits for their answers, ``await send_many(username,
+    texts)`` does both). Device lists are checked once and then reused for a while. Its
+    sent_at (the sender's clock, inside the encryption) is ``max(now, previous + 1)``:
+    unique per device and increasing, so that (sender, sent_at) names this one message,
+    which is how receipts refer to it. Corrects the device set on DEVICE_MISMATCH (at
+    most 3 rounds). Raises UNTRUSTED_IDENTITY while the recipient's
     identity key is flagged as changed.
 
 ``async for event in receive(*, wait=0.0)``
     Yields ``MessageReceived``, ``UndecryptableMessage``, ``IdentityChanged``,
     ``MessageStatusChanged``, ``SentByMe`` and ``HistoryImported`` as envelopes arrive;
-    each is stored and acknowledged before
-    it is yielded. Stops after the server's QUEUE_EMPTY plus ``wait`` quiet seconds
-    (``wait=None``: never), once the receipts owed are sent (waiting 10 s at most).
+    each is stored before it is yielded (and acknowledged with the others stored so far
+    once no other push is waiting: one ACK for a burst). Stops after the server's
+    QUEUE_EMPTY plus ``wait`` quiet seconds (``wait=None``: never), once the receipts
+    owed are sent (waiting 10 s at most).
     ``handle_push(frame)`` is the same for one frame.
 
 Receipts (end-to-end encrypted like any message; the server cannot tell them apart)
@@ -137,12 +141,15 @@ arrived before the import). ``DeviceRefused(username, device_id, reason)`` goes 
 
 Groups (``client.groups``, a ``client.groups.Groups``; docs/protocol.md §17.6)
     ``await create(name, members) -> id`` (32 hex digits), ``await send_text(group, text)
-    -> message_id`` (one GROUP_SEND, whatever the size), ``await add(group, usernames)``,
+    -> message_id`` (one GROUP_SEND, whatever the size), ``await send_file(group, path, *,
+    content_type=None, voice=False, caption="", progress=None) -> message_id`` (one upload,
+    then one GROUP_SEND of the pointer), ``await add(group, usernames)``,
     ``await remove(group, username)``, ``await leave(group)``, ``await rename(group,
     name)``, ``await set_admin(group, username, admin)``, ``await fetch(group)`` (members,
     admins and roster from the server), and, offline, ``local_groups()``, ``local(group)``,
     ``messages(group)`` and ``events(group)``. ``receive()`` yields group texts as
-    ``MessageReceived`` with ``group`` set (the id; None for 1:1) and membership or name
+    ``MessageReceived`` and files as ``AttachmentReceived``, both with ``group`` set (the
+    id; None for 1:1), saved under downloads/ like a 1:1 file, and membership or name
     changes as ``GroupUpdated(group, actor, device, action, name, timer_seconds, targets,
     text, sent_at_ms, server_time_ms, event_id)``.
 
@@ -151,7 +158,9 @@ Files (``client.attachments``; docs/protocol.md §17.5, docs/api.md "Attachments
     progress=None) -> message_id`` encrypts the file with a fresh key into a temporary blob
     under ``<home>/tmp/``, uploads it in chunks (resuming from the server's offset after a
     lost connection, a timeout or a 409; ``upload_stats`` counts bytes and resumes), then
-    sends the ATTACHMENT pointer like a text (SENT_CONTENT to our other devices).
+    sends the ATTACHMENT pointer like a text (SENT_CONTENT to our other devices). While
+    the conversation has a timer, the blob is announced with it as ``ttl_seconds``, so
+    the server drops the file when the message disappears.
     ``receive()`` downloads each file (resuming with ``Range``), checks and decrypts it and
     saves it as ``<home>/downloads/<safe name>``, then yields ``AttachmentReceived(from_,
     device, message_id, file_name, content_type, size, caption, voice, path, code, ...)``:

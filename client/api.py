@@ -328,9 +328,14 @@ class Api:
 
     # --- attachments (docs/api.md, "Attachments") ---------------------------------------
 
-    async def create_blob(self, size: int) -> BlobUpload:
-        """Announce an encrypted blob of ``size`` bytes (``protocol.attachments.blob_size``)."""
-        data = _object(await self._request("POST", "/api/v1/attachments", json={"size": size}))
+    async def create_blob(self, size: int, ttl_seconds: int | None = None) -> BlobUpload:
+        """Announce an encrypted blob of ``size`` bytes (``protocol.attachments.blob_size``);
+        ``ttl_seconds`` (a disappearing message's timer) has the server drop it that long
+        after the upload completes."""
+        body: dict[str, int] = {"size": size}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        data = _object(await self._request("POST", "/api/v1/attachments", json=body))
         return BlobUpload(
             _str(data, "id"),
             _int(data, "size"),

@@ -134,13 +134,17 @@ async def upload_blob(
     progress: Progress | None = None,
     retry: Retry | None = None,
     stats: TransferStats | None = None,
+    ttl_seconds: int | None = None,
 ) -> str:
     """Upload ``blob`` with resume; returns the blob id (32 hex digits) once the server
-    holds every byte."""
+    holds every byte. ``ttl_seconds``: a disappearing message's blob, which the server
+    keeps at most that long after the upload completes."""
     retry = retry or Retry()
     stats = stats if stats is not None else TransferStats()
     total = blob.blob_size
-    created = await _retrying(lambda: api.create_blob(total), retry, "announcing the blob")
+    created = await _retrying(
+        lambda: api.create_blob(total, ttl_seconds), retry, "announcing the blob"
+    )
     if created.size != total:
         raise SealpostError(
             LocalErrorCode.BAD_RESPONSE, f"announced {total} bytes, the server has {created.size}"

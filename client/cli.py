@@ -15,6 +15,7 @@
     sealpost rename DEVICE_ID NAME
     sealpost group create NAME [USER...]      (prints the new group's id on its last line)
     sealpost group send GROUP TEXT...
+    sealpost group send-file GROUP PATH [--caption TEXT] [--voice] [--content-type TYPE]
     sealpost group add GROUP USER...
     sealpost group remove GROUP USER
     sealpost group leave GROUP
@@ -305,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     rename.add_argument("name", metavar="NAME")
 
     group = commands.add_parser(
-        "group", help="group chats: create, send, add, remove, leave, rename, admin, list, show"
+        "group",
+        help="group chats: create, send, send-file, add, remove, leave, rename, admin, list, show",
     )
     group_commands = group.add_subparsers(
         dest="group_command", metavar="GROUP_COMMAND", required=True
@@ -324,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=SEND_TIMEOUT,
         metavar="SECONDS",
         help=f"how long to wait for the server to accept it (default {SEND_TIMEOUT:g})",
+    )
+    g_send_file = cli_media.add_send_file(
+        group_commands, "send-file", "send a file to a group (end-to-end encrypted)", "GROUP"
     )
     g_add = group_commands.add_parser("add", help="add members (admins)")
     g_add.add_argument("group", metavar="GROUP")
@@ -347,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         group,
         g_create,
         g_send,
+        g_send_file,
         g_add,
         g_remove,
         g_leave,
@@ -467,7 +473,9 @@ def event_json(event: Event) -> dict[str, Any]:
                 "server_time": iso_ms(event.server_time_ms),
                 "server_time_ms": event.server_time_ms,
             }
-        case AttachmentReceived() | TypingChanged() | TimerChanged():
+        case AttachmentReceived():
+            return _in_group(event.group, cli_media.event_json(event))
+        case TypingChanged() | TimerChanged():
             return cli_media.event_json(event)
 
 
@@ -506,7 +514,11 @@ def event_line(event: Event, group_names: Mapping[str, str] | None = None) -> st
         case GroupUpdated():
             where = _group_label(event.group, group_names)
             return f"{iso_ms(event.sent_at_ms)} {where}({event.text})"
-        case AttachmentReceived() | TypingChanged() | TimerChanged():
+        case AttachmentReceived():
+            line = cli_media.event_line(event)
+            stamp, _, rest = line.partition(" ")
+            return f"{stamp} {_group_label(event.group, group_names)}{rest}"
+        case TypingChanged() | TimerChanged():
             return cli_media.event_line(event)
 
 
@@ -901,6 +913,7 @@ async def _group_show(args: argparse.Namespace) -> int:
 GROUP_COMMANDS = {
     "create": _group_create,
     "send": _group_send,
+    "send-file": cli_media.group_send_file,
     "add": _group_add,
     "remove": _group_remove,
     "leave": _group_leave,

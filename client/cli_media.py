@@ -2,6 +2,7 @@
 registers them):
 
     sealpost send-file USERNAME PATH [--caption TEXT] [--voice] [--content-type TYPE]
+    sealpost group send-file GROUP PATH [--caption TEXT] [--voice] [--content-type TYPE]
     sealpost timer USERNAME [SECONDS|off]
     sealpost typing [on|off]
     sealpost send-typing USERNAME [--stop]
@@ -61,21 +62,7 @@ def add_commands(
     commands: Any, add_globals: Callable[[argparse.ArgumentParser, Any], None]
 ) -> None:
     """Register the commands on ``commands`` (the parser's subparsers)."""
-    send_file = commands.add_parser("send-file", help="send a file (end-to-end encrypted)")
-    send_file.add_argument("username", metavar="USERNAME")
-    send_file.add_argument("path", metavar="PATH", type=Path)
-    send_file.add_argument("--caption", default="", metavar="TEXT", help="a caption")
-    send_file.add_argument("--voice", action="store_true", help="mark it as a voice message")
-    send_file.add_argument(
-        "--content-type", metavar="TYPE", help="MIME type (default: guessed from the name)"
-    )
-    send_file.add_argument(
-        "--timeout",
-        type=cli._seconds,
-        default=UPLOAD_TIMEOUT,
-        metavar="SECONDS",
-        help=f"give up after SECONDS (default {UPLOAD_TIMEOUT:g})",
-    )
+    send_file = add_send_file(commands, "send-file", "send a file (end-to-end encrypted)")
 
     timer = commands.add_parser(
         "timer", help="show or set the disappearing-messages timer of a conversation"
@@ -102,6 +89,29 @@ def add_commands(
 
     for sub in (send_file, timer, typing, send_typing):
         add_globals(sub, argparse.SUPPRESS)
+
+
+def add_send_file(
+    commands: Any, name: str, help_text: str, to: str = "USERNAME"
+) -> argparse.ArgumentParser:
+    """A send-file command on ``commands``: to a person (``send-file``) or, with ``to``
+    "GROUP", to a group (``group send-file``)."""
+    send_file: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+    send_file.add_argument(to.lower(), metavar=to)
+    send_file.add_argument("path", metavar="PATH", type=Path)
+    send_file.add_argument("--caption", default="", metavar="TEXT", help="a caption")
+    send_file.add_argument("--voice", action="store_true", help="mark it as a voice message")
+    send_file.add_argument(
+        "--content-type", metavar="TYPE", help="MIME type (default: guessed from the name)"
+    )
+    send_file.add_argument(
+        "--timeout",
+        type=cli._seconds,
+        default=UPLOAD_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up after SECONDS (default {UPLOAD_TIMEOUT:g})",
+    )
+    return send_file
 
 
 # --- output -----------------------------------------------------------------------------
@@ -255,21 +265,31 @@ class ProgressBar:
 
 
 async def _send_file(args: argparse.Namespace) -> int:
+    return await _upload_and_send(args, group=False)
+
+
+async def group_send_file(args: argparse.Namespace) -> int:
+    """``sealpost group send-file GROUP PATH``."""
+    return await _upload_and_send(args, group=True)
+
+
+async def _upload_and_send(args: argparse.Namespace, *, group: bool) -> int:
     source: Path = args.path
     if not source.is_file():
         raise cli.UsageError(f"{source} is not a file")
     async with cli._registered_client(args) as client:
         bar = ProgressBar(sys.stderr, f"uploading {source.name}")
+        options: dict[str, Any] = {
+            "content_type": args.content_type,
+            "voice": args.voice,
+            "caption": args.caption,
+            "progress": bar,
+        }
         try:
             message_id = await asyncio.wait_for(
-                client.send_file(
-                    args.username,
-                    source,
-                    content_type=args.content_type,
-                    voice=args.voice,
-                    caption=args.caption,
-                    progress=bar,
-                ),
+                client.groups.send_file(args.group, source, **options)
+                if group
+                else client.send_file(args.username, source, **options),
                 args.timeout,
             )
         except TimeoutError:
@@ -278,9 +298,12 @@ async def _send_file(args: argparse.Namespace) -> int:
             ) from None
         finally:
             bar.close()
-        name = args.username.strip().lower()
+        if group:
+            to = f"group {cli._group_name(client, args.group)}"
+        else:
+            to = args.username.strip().lower()
         size = _size(source.stat().st_size)
-        print(f"sent file {source.name} ({size}) as message {message_id} to {name}")
+        print(f"sent file {source.name} ({size}) as message {message_id} to {to}")
     return cli.EXIT_OK
 
 

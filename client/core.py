@@ -41,6 +41,18 @@ The rules this module keeps (the reasons are in the methods):
   and its session forgotten; a relay that insists on it fails the send with
   UNSIGNED_DEVICE rather than going round again. Receipts use the devices we know only
   while the newest list we hold names them all.
+* A checked device list is reused for sends (DEVICE_CACHE_SECONDS, in memory), never
+  beyond what checked it: only while the identity store still trusts the key it was
+  checked under and no newer list is stored. DEVICE_MISMATCH, a message from a device it
+  lacks, a revocation or ``trust()`` have it fetched again.
+* Sends are pipelined and stay in order: under the send lock a message is encrypted, put
+  in the outbox and handed to the transport, which writes SENDs in that order (and again,
+  in that order, after a reconnection); the answer is awaited outside the lock. At most
+  SEND_WINDOW messages are in flight, and UNCONFIRMED_WINDOW to an account whose session
+  still carries a prekey header. DEVICE_MISMATCH corrections run one at a time, in the
+  order the answers came.
+* ACKs are batched: every envelope stored so far, once no other push is waiting (or 100
+  are owed, or before a download); never one not yet stored.
 * Our other devices are told of what we send by a SENT transcript (not a copy of the text),
   stored there as our outgoing message. SENT and HISTORY content is accepted only from our
   own account, and HISTORY only by a device linked with history to follow, once: chunks
@@ -61,7 +73,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date
 from os import PathLike
@@ -150,7 +162,7 @@ from .store import (
     Store,
     StoredMessage,
 )
-from .transport import Backoff, Connector, Push, Transport, websocket_connector
+from .transport import Backoff, Connector, Push, Reply, Transport, websocket_connector
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +178,19 @@ SIGNED_PREKEY_MAX_AGE_MS = 7 * 24 * 3600 * 1000  # rotated on connect once this 
 TYPING_TIMEOUT = 10.0  # a typing indicator the server has not taken by then is moot
 RECEIPT_SETTLE_TIMEOUT = 10.0  # how long receive() and mark_read() wait for receipts to go
 RECEIPT_STATUS = {ReceiptKind.DELIVERED: STATUS_DELIVERED, ReceiptKind.READ: STATUS_READ}
+# A checked device list is reused this long for sends (the relay's DEVICE_MISMATCH corrects
+# it sooner); then fetched again, or reused while a fetch fails for a reason that may pass.
+DEVICE_CACHE_SECONDS = 300.0
+ACK_BATCH = 100  # envelopes per ACK at most (the relay holds back after 256 unacknowledged)
+RATE_LIMIT_ROUNDS = 5  # a SEND the relay dropped as rate_limited is written again this often
+RATE_LIMIT_WAIT = 1.0  # seconds before the first rewrite; doubling
+# Messages of one Client in flight (encrypted, not yet answered) at most: a send waits for
+# room before it is encrypted. While our session with the recipient still carries a
+# prekey header (about 1.3 KB, against about 100 bytes once they have answered on it),
+# only UNCONFIRMED_WINDOW to that account are in flight, so a burst to a new contact does
+# not encrypt hundreds of messages with that header before the first answer arrives.
+SEND_WINDOW = 32
+UNCONFIRMED_WINDOW = 2
 
 
 # --- events -----------------------------------------------------------------------------
@@ -276,6 +301,7 @@ class AttachmentReceived:
     sent_at_ms: int
     server_time_ms: int | None
     expires_at_ms: int | None = None
+    group: str | None = None  # a group message: the group's id (hex); None: 1:1
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +393,8 @@ class _Devices:
     accepted: dict[int, DeviceCertificate]  # certified and listed (ours included)
     refused: dict[int, str]  # served, but not to be encrypted to: id -> reason
     certificates: dict[int, DeviceCertificate]  # accepted, without this device: encrypt to these
+    account_key: bytes  # the identity key the list was checked under
+    fetched_at: float  # time.monotonic() of the fetch
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,7 +468,13 @@ class Client:
         self._api: Api | None = None
         self._transport: Transport | None = None
         self._connect_lock = asyncio.Lock()
-        self._send_lock = asyncio.Lock()
+        self._send_lock = asyncio.Lock()  # messages are made, and SENDs handed over, in order
+        self._correct_lock = asyncio.Lock()  # DEVICE_MISMATCH answers are corrected in order
+        self._sending: dict[int, asyncio.Task[None]] = {}  # message id -> waiting for SEND_OK
+        self._sending_to: dict[int, str] = {}  # message id -> its recipient, while in flight
+        self._room = asyncio.Event()  # a send in flight ended (SEND_WINDOW)
+        self._device_cache: dict[str, _Devices] = {}  # checked lists, for sends (see above)
+        self._unacked: list[int] = []  # stored envelopes whose ACK has not gone out yet
         self._set_up = False  # prekeys looked after and outbox flushed on this connection
         self._closed = False
         self.send_receipts = send_receipts
@@ -534,6 +568,13 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        sending = [send for send in self._sending.values() if not send.done()]
+        for send in sending:  # what they wait for stays in the outbox for the next run
+            send.cancel()
+        if sending:
+            await asyncio.wait(sending)
+        with contextlib.suppress(SealpostError):
+            await self._flush_acks()  # best effort: an envelope not acked comes again
         task = self._receipt_task
         if task is not None and not task.done():
             # Whatever it had not finished stays owed (or in the outbox) for the next run.
@@ -887,6 +928,7 @@ class Client:
                 config.username, account.public_key, device_list, self._now_ms()
             )
             self.store.forget_peer_device(config.username, device_id)
+        self._forget_devices(config.username)
         return device_id == config.device_id
 
     # --- connecting ---------------------------------------------------------------------
@@ -923,25 +965,83 @@ class Client:
                     self._schedule_receipts()
 
     async def _flush_outbox(self) -> None:
-        async with self._send_lock:
-            for entry in self.store.outbox():
+        """Resend what an earlier run left in the outbox, in order: runs of SENDs are
+        pipelined; a GROUP_SEND waits for the SENDs before it (its sender key may be in
+        one of them)."""
+
+        async def settle(batch: list[tuple[OutboxEntry, asyncio.Future[Reply]]]) -> None:
+            for entry, reply in batch:
                 try:
-                    await self._dispatch(entry)
+                    await self._settle(entry, reply)
                 except SealpostError as exc:
                     what = entry.message_id or "(a receipt)"
                     log.warning("message %s to %s failed: %s", what, entry.recipient, exc)
+            batch.clear()
+
+        async with self._send_lock:
+            batch: list[tuple[OutboxEntry, asyncio.Future[Reply]]] = []
+            for entry in self.store.outbox():
+                if isinstance(entry.frame, Send):
+                    batch.append((entry, self._relay().submit(entry.frame)))
+                    continue
+                await settle(batch)
+                try:
+                    await self._dispatch(entry)
+                except SealpostError as exc:
+                    log.warning("group message %s failed: %s", entry.message_id, exc)
+            await settle(batch)
 
     # --- sending ------------------------------------------------------------------------
 
-    async def send_text(self, username: str, text: str) -> int:
+    async def send_text(self, username: str, text: str, *, wait: bool = True) -> int:
         """Send ``text`` to every device of ``username`` (and to this account's other
         devices); return the local message id once the server has accepted it.
+
+        ``wait=False`` returns as soon as the message is encrypted, in the outbox and
+        handed to the relay connection: several SENDs are then in flight at once, still
+        in order (``wait_sent()`` waits for their answers; a message that fails later gets
+        the status "failed" and is logged). Either way, once stored the message is resent
+        by the client itself, across reconnections and restarts, until the server answers.
 
         Raises SealpostError: UNTRUSTED_IDENTITY if their identity key changed and was not
         yet accepted with ``trust()``; UNKNOWN_ACCOUNT; TOO_LARGE; DEVICE_MISMATCH if the
         device list kept changing for three rounds; whatever else the server refuses.
         """
         username = _normalize(username)
+        self._check_text(text)
+        device_id = self.config.device_id
+        return await self._send_message(
+            username,
+            lambda sent_at_ms: Text(text, sent_at_ms),
+            lambda sent_at_ms: self.store.add_outgoing_text(username, device_id, text, sent_at_ms),
+            wait=wait,
+        )
+
+    async def send_many(self, username: str, texts: Sequence[str]) -> list[int]:
+        """Send ``texts`` to ``username`` in order, pipelined (``send_text(wait=False)``
+        for each), and return their message ids once the server has accepted them all.
+        Raises the first failure, after every send has been answered."""
+        username = _normalize(username)
+        for text in texts:
+            self._check_text(text)
+        ids = [await self.send_text(username, text, wait=False) for text in texts]
+        await self.wait_sent(ids)
+        return ids
+
+    async def wait_sent(self, message_ids: Collection[int] | None = None) -> None:
+        """Wait until the server has answered the sends of ``message_ids`` (default: every
+        send of this object still in flight). Raises the first failure among them, once
+        all are settled; a message not in flight (answered already) is not waited for."""
+        wanted = self._sending if message_ids is None else message_ids
+        tasks = [self._sending[i] for i in wanted if i in self._sending]
+        if not tasks:
+            return
+        await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                raise exc
+
+    def _check_text(self, text: str) -> None:
         if not text:
             raise SealpostError(ErrorCode.INVALID_VALUE, "the message text is empty")
         if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
@@ -949,12 +1049,6 @@ class Client:
                 ErrorCode.TOO_LARGE,
                 f"the message is {len(text.encode('utf-8'))} bytes; the limit is {MAX_TEXT_BYTES}",
             )
-        device_id = self.config.device_id
-        return await self._send_message(
-            username,
-            lambda sent_at_ms: Text(text, sent_at_ms),
-            lambda sent_at_ms: self.store.add_outgoing_text(username, device_id, text, sent_at_ms),
-        )
 
     async def _send_message(
         self,
@@ -963,10 +1057,17 @@ class Client:
         record: Callable[[int], int],
         *,
         disappearing: bool = True,
+        wait: bool = True,
     ) -> int:
         """Send what ``build(sent_at_ms)`` makes to ``username``'s devices, and its copy
         (a SENT transcript, or SENT_CONTENT) to our own other devices; ``record(sent_at_ms)``
         stores our message (in the transaction that encrypts it) and returns its id.
+
+        Under the send lock: the device lists (cached, ``_devices_for_sending``), the
+        encryption, the outbox entries and the hand-over of the SEND to the relay
+        connection, so SENDs go out in the order their messages were made. The answer is
+        awaited outside it (``_complete_send``), so the next message need not wait for
+        it; ``wait=False`` returns without awaiting it at all.
 
         While the conversation has a disappearing timer (and ``disappearing``), a text or
         attachment goes as EXPIRING in EXPIRES sends with ttl_seconds = the timer, and the
@@ -976,6 +1077,7 @@ class Client:
         await self.connect()
         self.purge_expired()
         async with self._send_lock:
+            await self._room_for(username)
             sent_at_ms = self.store.next_sent_at(self._now_ms())
             inner = build(sent_at_ms)
             timer = self.store.conversation_timer(username) if disappearing else 0
@@ -990,7 +1092,7 @@ class Client:
             targets: list[tuple[_Target, bytes]] = []
             own_name = config.username
             if username != own_name:
-                recipient = await self._fetch_devices(username)
+                recipient = await self._devices_for_sending(username)
                 if not recipient.certificates:
                     code = (
                         ErrorCode.UNSIGNED_DEVICE if recipient.refused else ErrorCode.UNKNOWN_DEVICE
@@ -998,7 +1100,7 @@ class Client:
                     raise SealpostError(code, f"{username} has no devices to send to")
                 bundles = await self._claim_bundles(username, recipient.certificates)
                 targets.append((_Target(username, recipient.certificates, bundles), content))
-            own = await self._fetch_devices(own_name)
+            own = await self._devices_for_sending(own_name)
             if own.certificates:  # skipped when this is the account's only device
                 # Our other devices get a SENT transcript (SENT_CONTENT for anything but a
                 # plain text): they show it as sent by us in the conversation with
@@ -1030,32 +1132,107 @@ class Client:
                 if not targets:  # a note to self on an account with only this device
                     self.store.set_message_status(message_id, STATUS_SENT)
 
-            for entry_id in entry_ids:
-                entry = self.store.outbox_entry(entry_id)
-                if entry is None:
-                    continue
-                try:
-                    await self._dispatch(entry)
-                except SealpostError:
-                    if entry.recipient == username:
-                        if self.store.outbox_entry(entry.id) is None:  # failed for good:
-                            # our other devices must not hear of a message never sent.
-                            for other in entry_ids:
-                                self.store.delete_outbox(other)
-                        raise
-                    log.warning("copy of message %d for our other devices failed", message_id)
-            return message_id
+            # The first entry is the send to ``username`` (to our own devices for a note
+            # to self); a copy for our other devices goes only once it was accepted.
+            first = self.store.outbox_entry(entry_ids[0]) if entry_ids else None
+            reply = None if first is None else self._relay().submit(first.frame)
+            task = asyncio.create_task(
+                self._complete_send(message_id, first, reply, entry_ids[1:]),
+                name=f"sealpost-send-{message_id}",
+            )
+            self._sending[message_id] = task
+            self._sending_to[message_id] = username
+            task.add_done_callback(lambda done: self._sent(message_id, done))
+        if wait:
+            await task
+        return message_id
+
+    async def _complete_send(
+        self,
+        message_id: int,
+        first: OutboxEntry | None,
+        reply: asyncio.Future[Reply] | None,
+        copies: Sequence[int],
+    ) -> None:
+        """Wait for the answer to a message's first SEND (correcting it as need be), then
+        send its copies for our other devices."""
+        if first is not None and reply is not None:
+            try:
+                await self._settle(first, reply)
+            except SealpostError:
+                if self.store.outbox_entry(first.id) is None:  # failed for good: our other
+                    for other in copies:  # devices must not hear of a message never sent
+                        self.store.delete_outbox(other)
+                raise
+        for entry_id in copies:
+            entry = self.store.outbox_entry(entry_id)
+            if entry is None:
+                continue
+            try:
+                await self._dispatch(entry)
+            except SealpostError:
+                log.warning("copy of message %d for our other devices failed", message_id)
+
+    def _sent(self, message_id: int, task: asyncio.Task[None]) -> None:
+        """A send task ended: forget it, and report a failure nobody may be waiting for."""
+        if self._sending.get(message_id) is task:
+            del self._sending[message_id]
+            self._sending_to.pop(message_id, None)
+            self._room.set()
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved here, so asyncio never complains of it
+        if exc is not None:
+            log.warning("message %d was not sent: %s", message_id, exc)
+
+    async def _room_for(self, username: str) -> None:
+        """Wait (under the send lock) until another message to ``username`` may be put in
+        flight: fewer than SEND_WINDOW in all, and fewer than UNCONFIRMED_WINDOW to
+        ``username`` while our session with one of its devices is still unanswered."""
+        while True:
+            to_them = sum(peer == username for peer in self._sending_to.values())
+            if len(self._sending) < SEND_WINDOW and (
+                to_them < UNCONFIRMED_WINDOW or not self._unconfirmed(username)
+            ):
+                return
+            self._room.clear()
+            await self._room.wait()
+
+    def _unconfirmed(self, username: str) -> bool:
+        """Whether a message to ``username`` now would carry a prekey header for one of
+        its devices (no session yet, or one they have not answered on)."""
+        cached = self._device_cache.get(username)
+        device_ids = list(cached.certificates if cached else self.store.peer_devices(username))
+        if not device_ids:
+            return username != self.username  # a first message (or: we are alone)
+        for device_id in device_ids:
+            record = self.store.load_session(username, device_id)
+            state = record.current if record is not None else None
+            if state is None or state.pending_prekey is not None:
+                return True
+        return False
 
     async def _dispatch(self, entry: OutboxEntry) -> None:
-        """Send one outbox entry until the server accepts it, correcting its device set
-        on DEVICE_MISMATCH (at most MAX_MISMATCH_ROUNDS sends)."""
+        """Send one outbox entry until the server accepts it (``_settle``)."""
         if isinstance(entry.frame, GroupSend):
             await self.groups.dispatch(entry)
             return
+        await self._settle(entry, self._relay().submit(entry.frame))
+
+    async def _settle(self, entry: OutboxEntry, pending: Awaitable[Reply]) -> None:
+        """Wait for the answer to an outbox entry's SEND (``pending``) and act on it:
+        SEND_OK deletes the entry; DEVICE_MISMATCH corrects its device set and sends again
+        (at most MAX_MISMATCH_ROUNDS sends, corrections one at a time so that pipelined
+        SENDs stay in order); rate_limited (the relay dropped the frame unread) sends it
+        again after a pause; any other error deletes it and raises."""
+        assert isinstance(entry.frame, Send)  # noqa: S101 (GROUP_SENDs go to groups.dispatch)
         frame = entry.frame
         primary = self._is_primary(entry)
-        for attempt in range(1, MAX_MISMATCH_ROUNDS + 1):
-            reply = await self._relay().request(frame)
+        attempt = 1
+        throttled = 0
+        while True:
+            reply = await pending
+            answered = time.monotonic()
             match reply:
                 case SendOk():
                     with self.store.transaction():
@@ -1075,11 +1252,20 @@ class Client:
                     )
                     if attempt == MAX_MISMATCH_ROUNDS:
                         break
-                    try:
-                        frame = await self._correct_devices(entry, frame, reply)
-                    except SealpostError:
-                        self._give_up(entry, primary)
-                        raise
+                    attempt += 1
+                    async with self._correct_lock:
+                        try:
+                            frame = await self._correct_devices(entry, frame, reply, answered)
+                        except SealpostError:
+                            self._give_up(entry, primary)
+                            raise
+                        pending = self._relay().submit(frame)
+                case Error() if (
+                    reply.error_code is ErrorCode.RATE_LIMITED and throttled < RATE_LIMIT_ROUNDS
+                ):
+                    await asyncio.sleep(RATE_LIMIT_WAIT * 2**throttled)
+                    throttled += 1
+                    pending = self._relay().submit(frame)
                 case Error():
                     self._give_up(entry, primary)
                     code = reply.error_code
@@ -1111,14 +1297,19 @@ class Client:
                 self.store.set_message_status(entry.message_id, STATUS_FAILED)
 
     async def _correct_devices(
-        self, entry: OutboxEntry, frame: Send, mismatch: DeviceMismatch
+        self, entry: OutboxEntry, frame: Send, mismatch: DeviceMismatch, answered: float
     ) -> Send:
-        """Answer a DEVICE_MISMATCH: forget extra devices, restart sessions with stale
-        ones, start sessions with missing ones; keep every other ciphertext as it was.
-        The corrected frame replaces the outbox entry in the same transaction as the new
-        sessions."""
+        """Answer a DEVICE_MISMATCH (received at ``answered``, monotonic): forget extra
+        devices, restart sessions with stale ones, start sessions with missing ones; keep
+        every other ciphertext as it was. The device list is fetched again unless one was
+        fetched after the answer came (for an earlier pipelined SEND). The corrected frame
+        replaces the outbox entry in the same transaction as the new sessions."""
         recipient = frame.recipient
-        devices = await self._fetch_devices(recipient)
+        cached = self._device_cache.get(recipient)
+        if cached is not None and cached.fetched_at >= answered:
+            devices = cached
+        else:
+            devices = await self._fetch_devices(recipient)
         certificates = devices.certificates
         if insisted := sorted(
             (set(mismatch.missing) | set(mismatch.stale)) & devices.refused.keys()
@@ -1190,7 +1381,62 @@ class Client:
                     self.store.forget_peer_device(username, device_id)
         for device_id, reason in refused.items():
             self._report(DeviceRefused(username, device_id, reason))
-        return _Devices(device_list, accepted, refused, certificates)
+        devices = _Devices(
+            device_list, accepted, refused, certificates, keys.identity_key, time.monotonic()
+        )
+        self._device_cache[username] = devices
+        return devices
+
+    async def _devices_for_sending(self, username: str) -> _Devices:
+        """The devices to encrypt a message to: the list checked by the last fetch (by
+        ``_fetch_devices``, so every rule of the signed device list held then) if it is
+        younger than DEVICE_CACHE_SECONDS and the identity store still trusts the key it
+        was checked under; else a fresh fetch. A fetch that fails for a reason that may
+        pass (no connection) falls back to the cached list: the relay still answers
+        DEVICE_MISMATCH if it is out of date, and that is always fetched afresh.
+
+        Without the cache each message cost two HTTP round trips before its SEND (the
+        recipient's list and our own), which on a slow link was most of its cost."""
+        cached = self._device_cache.get(username)
+        if cached is not None and not self._still_trusted(username, cached):
+            del self._device_cache[username]
+            cached = None
+        if cached is not None and time.monotonic() - cached.fetched_at < DEVICE_CACHE_SECONDS:
+            return cached
+        try:
+            return await self._fetch_devices(username)
+        except SealpostError as exc:
+            if cached is None or not _may_pass(exc):
+                raise
+            log.info("using %s's device list from before: %s", username, exc)
+            return cached
+
+    def _still_trusted(self, username: str, devices: _Devices) -> bool:
+        """Whether a cached list may still be used: no newer list is stored, and its key
+        is the one the identity store holds, not flagged as changed (sending to a changed
+        key waits for ``trust()``)."""
+        if devices.device_list.version < self.store.device_list_version(
+            username, devices.account_key
+        ):
+            # Another Client on this home stored a newer list (it approved a link, say): a
+            # device alone in its account hears of a new one only this way, as it sends
+            # no copies that the relay could answer with DEVICE_MISMATCH.
+            return False
+        if username == self.username:
+            return p.constant_time_equal(devices.account_key, self.account_key)
+        identity = self.store.identity(username)
+        return (
+            identity is not None
+            and not identity.changed
+            and p.constant_time_equal(identity.account_key, devices.account_key)
+        )
+
+    def _forget_devices(self, username: str, device_id: int | None = None) -> None:
+        """Drop the cached device list of ``username`` (only if it does not name
+        ``device_id``, when given): the next send fetches it again."""
+        cached = self._device_cache.get(username)
+        if cached is not None and (device_id is None or device_id not in cached.accepted):
+            del self._device_cache[username]
 
     async def _known_devices(self, username: str) -> dict[int, DeviceCertificate]:
         """The devices to encrypt a receipt to: those we know, if the newest signed list we
@@ -1347,7 +1593,8 @@ class Client:
 
         Stops once the server has sent QUEUE_EMPTY (everything queued while we were away
         has been handled) and then ``wait`` seconds pass without a frame; ``wait=None``
-        never stops. Each envelope is stored and acknowledged before its event is yielded.
+        never stops. Each envelope is stored before its event is yielded, and acknowledged
+        with the others stored so far once no other push is waiting (one ACK for a burst).
         Before it stops, it waits (at most RECEIPT_SETTLE_TIMEOUT) for the receipts owed
         to be sent; what is not sent by then stays owed and goes out on a later run.
         """
@@ -1368,6 +1615,7 @@ class Client:
                 quiet = max(0.0, wait - (loop.time() - quiet_since))
             push = await transport.poll_push(_sooner(quiet, self._seconds_to_next_expiry()))
             if push is None:
+                await self._flush_acks()
                 self.purge_expired()
                 if quiet is not None and loop.time() - quiet_since >= (wait or 0.0):
                     break
@@ -1375,6 +1623,7 @@ class Client:
             for event in await self.handle_push(push):
                 yield event
             quiet_since = loop.time()
+        await self._flush_acks()
         await self._settle_receipts()
 
     async def handle_push(self, push: Push) -> list[Event]:
@@ -1384,10 +1633,22 @@ class Client:
             case Deliver():
                 events = self._process_deliver(push)
                 if push.seq != 0:  # seq 0: an ephemeral envelope, never stored, never acked
-                    await self._relay().ack([push.seq])
+                    self._unacked.append(push.seq)
+                # ACKs are batched: one for every envelope stored so far, sent once no other
+                # push is waiting (a burst is over), ACK_BATCH are owed, or before anything
+                # that may take long (looking up a group, downloading a file).
+                if (
+                    len(self._unacked) >= ACK_BATCH
+                    or self._relay().queued_pushes == 0
+                    or self.groups.fetch_due
+                    or self._downloads_due()
+                ):
+                    await self._flush_acks()
                 await self.groups.fetch_pending()  # groups first heard of in this envelope
                 events.extend(await self._fetch_attachments())  # after the ACK: may be long
                 self.purge_expired()
+            case QueueEmpty():
+                await self._flush_acks()
             case Notice() if push.kind == NoticeKind.PREKEYS_LOW:
                 try:
                     await self._top_up_prekeys(force=True)
@@ -1395,10 +1656,20 @@ class Client:
                     log.warning("could not top up prekeys: %s", exc)
             case Notice():
                 log.info("ignoring notice of unknown kind %d", push.kind)
-            case QueueEmpty():
-                pass
         self._receipts_due()
         return events
+
+    async def _flush_acks(self) -> None:
+        """Acknowledge every envelope stored and not yet acknowledged, in one ACK. Best
+        effort: one lost with its connection comes again, and is dropped as a duplicate
+        (and acknowledged then)."""
+        seqs, self._unacked = self._unacked, []
+        transport = self._transport
+        if seqs and transport is not None:
+            await transport.ack(seqs)
+
+    def _downloads_due(self) -> bool:
+        return any(i not in self._downloads_deferred for i in self.store.pending_downloads())
 
     def _process_deliver(self, frame: Deliver) -> list[Event]:
         """Decrypt, store and commit one envelope; the ACK follows.
@@ -1415,6 +1686,7 @@ class Client:
 
     def _decrypt_and_store(self, frame: Deliver) -> list[Event]:
         sender, device = frame.sender, frame.sender_device
+        self._forget_devices(sender, device)  # a device the cached list lacks: fetch again
         now = self._now_ms()
         record = self.store.load_session(sender, device) or SessionRecord()
         try:
@@ -1912,6 +2184,7 @@ class Client:
                 f"no identity key on record for {username}; send to them or look up "
                 "the safety number first",
             )
+        self._forget_devices(username)
         if self.store.pending_receipts(username):  # held while the key was not trusted
             self._receipts_owed = True
 
@@ -2008,49 +2281,23 @@ class Client:
         ``content_type`` defaults to a guess from the file name; ``progress(done, total)``
         is called with the blob bytes the server holds as the upload advances. Raises
         ATTACHMENT_TOO_LARGE above 100 MiB, and what ``send_text`` raises.
+
+        While the conversation has a timer, the blob is announced with it as its
+        ``ttl_seconds``: the server drops the file when the message disappears.
         """
         username = _normalize(username)
-        source = Path(path)
-        try:
-            size = source.stat().st_size
-        except OSError as exc:
-            raise SealpostError(
-                ErrorCode.INVALID_VALUE, f"cannot read {source}: {exc.strerror}"
-            ) from None
-        if not source.is_file():
-            raise SealpostError(ErrorCode.INVALID_VALUE, f"{source} is not a file")
-        if size > MAX_ATTACHMENT_BYTES:
-            raise SealpostError(
-                ErrorCode.ATTACHMENT_TOO_LARGE,
-                f"{source.name} is {size} bytes; the limit is {MAX_ATTACHMENT_BYTES}",
-            )
-        content_type = content_type or files.guess_content_type(source)
+        source = _file_to_send(path)
         # Fail before a long upload, not after: an unknown account, a changed key.
         if username != self.username:
-            await self._fetch_devices(username)
-        key = new_attachment_key(self._rng)
-        temp = files.private_dir(self.home, files.TEMP_DIR)
-        blob = await asyncio.to_thread(files.encrypt_file, source, key, temp)
-        try:
-            blob_id = await files.upload_blob(
-                self._server_api(),
-                blob,
-                progress=progress,
-                retry=self.transfer_retry,
-                stats=self.upload_stats,
-            )
-        finally:
-            files.remove_quietly(blob.path)
-        pointer = Attachment(
-            blob_id=bytes.fromhex(blob_id),
-            key=key,
-            size=blob.size,
-            digest=blob.digest,
+            await self._devices_for_sending(username)
+        timer = self.store.conversation_timer(username)
+        pointer = await self._upload_file(
+            source,
             content_type=content_type,
-            sent_at_ms=0,
-            flags=AttachmentFlags.VOICE if voice else AttachmentFlags.NONE,
-            file_name=source.name,
+            voice=voice,
             caption=caption,
+            progress=progress,
+            ttl_seconds=timer or None,
         )
         device_id = self.config.device_id
         where = str(source.resolve())
@@ -2068,6 +2315,45 @@ class Client:
 
         return await self._send_message(
             username, lambda sent_at_ms: dataclasses.replace(pointer, sent_at_ms=sent_at_ms), record
+        )
+
+    async def _upload_file(
+        self,
+        source: Path,
+        *,
+        content_type: str | None,
+        voice: bool,
+        caption: str,
+        progress: files.Progress | None,
+        ttl_seconds: int | None,
+    ) -> Attachment:
+        """Encrypt ``source`` with a fresh key and upload the blob (resuming after a lost
+        connection); the pointer to send, its ``sent_at_ms`` still 0. ``ttl_seconds``: a
+        disappearing message's file, dropped by the server that long after the upload."""
+        key = new_attachment_key(self._rng)
+        temp = files.private_dir(self.home, files.TEMP_DIR)
+        blob = await asyncio.to_thread(files.encrypt_file, source, key, temp)
+        try:
+            blob_id = await files.upload_blob(
+                self._server_api(),
+                blob,
+                progress=progress,
+                retry=self.transfer_retry,
+                stats=self.upload_stats,
+                ttl_seconds=ttl_seconds,
+            )
+        finally:
+            files.remove_quietly(blob.path)
+        return Attachment(
+            blob_id=bytes.fromhex(blob_id),
+            key=key,
+            size=blob.size,
+            digest=blob.digest,
+            content_type=content_type or files.guess_content_type(source),
+            sent_at_ms=0,
+            flags=AttachmentFlags.VOICE if voice else AttachmentFlags.NONE,
+            file_name=source.name,
+            caption=caption,
         )
 
     def purge_expired(self) -> int:
@@ -2222,6 +2508,7 @@ class Client:
             return None
         if message.direction != "in":
             return None
+        group = self.groups.store.message_group(message_id)
         return AttachmentReceived(
             from_=message.peer,
             device=message.sender_device,
@@ -2236,6 +2523,7 @@ class Client:
             sent_at_ms=message.sent_at_ms or 0,
             server_time_ms=message.server_time_ms,
             expires_at_ms=message.expires_at_ms,
+            group=None if group is None else group.hex(),
         )
 
     # --- history ------------------------------------------------------------------------
@@ -2298,6 +2586,25 @@ async def _own_keys_for_linking(api: Api, username: str, link_token: str) -> Acc
         f"token: {first.message}",
         status=first.status,
     ) from None
+
+
+def _file_to_send(path: str | PathLike[str]) -> Path:
+    """``path`` as a file that may be sent: readable, a regular file, at most 100 MiB."""
+    source = Path(path)
+    try:
+        size = source.stat().st_size
+    except OSError as exc:
+        raise SealpostError(
+            ErrorCode.INVALID_VALUE, f"cannot read {source}: {exc.strerror}"
+        ) from None
+    if not source.is_file():
+        raise SealpostError(ErrorCode.INVALID_VALUE, f"{source} is not a file")
+    if size > MAX_ATTACHMENT_BYTES:
+        raise SealpostError(
+            ErrorCode.ATTACHMENT_TOO_LARGE,
+            f"{source.name} is {size} bytes; the limit is {MAX_ATTACHMENT_BYTES}",
+        )
+    return source
 
 
 def _may_pass(exc: SealpostError) -> bool:

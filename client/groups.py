@@ -38,13 +38,16 @@ All sending runs under the client's send lock, so group sends, their key distrib
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 from protocol.content import (
     MAX_GROUP_NAME_BYTES,
+    Attachment,
     Content,
     GroupAction,
     GroupUpdate,
@@ -68,12 +71,15 @@ from protocol.limits import MAX_TEXT_BYTES
 from protocol.messages import MessageKind, message_type_byte
 from protocol.senderkeys import SenderKeyMessage, SenderKeyState
 
+from . import attachments as files
+from . import disappearing as disappearing_
 from .api import _bool, _int, _list_of_objects, _object, _path, _str
 from .core import (
     Event,
     GroupUpdated,
     MessageReceived,
     UndecryptableMessage,
+    _file_to_send,
     _normalize,
     _Target,
 )
@@ -348,11 +354,9 @@ class Groups:
             )
         local = self._member_group(group)
         client = self._client
-        await client.connect()
-        async with client._send_lock:
-            sent_at_ms = client.store.next_sent_at(client._now_ms())
-            content = _encode(Text(text, sent_at_ms))
-            message_id = self.store.add_group_text(
+
+        def record(sent_at_ms: int) -> int:
+            return self.store.add_group_text(
                 local.group_id,
                 outgoing=True,
                 sender=client.username,
@@ -361,13 +365,86 @@ class Groups:
                 sent_at_ms=sent_at_ms,
                 status=STATUS_PENDING,
             )
-            await self._group_send(local.group_id, content, message_id)
+
+        return await self._send_message(local, lambda sent_at_ms: Text(text, sent_at_ms), record)
+
+    async def send_file(
+        self,
+        group: str | bytes,
+        path: str | PathLike[str],
+        *,
+        content_type: str | None = None,
+        voice: bool = False,
+        caption: str = "",
+        progress: files.Progress | None = None,
+    ) -> int:
+        """Upload the file at ``path`` encrypted under a fresh key (as ``Client.send_file``:
+        resumable, at most 100 MiB), then send its pointer to the group in one GROUP_SEND.
+        Returns the local message id (kind "attachment") once the relay accepted it.
+
+        While the group has a disappearing timer, the pointer goes as EXPIRING and the
+        blob is announced with the timer as its ``ttl_seconds``."""
+        local = self._member_group(group)
+        client = self._client
+        source = _file_to_send(path)
+        pointer = await client._upload_file(
+            source,
+            content_type=content_type,
+            voice=voice,
+            caption=caption,
+            progress=progress,
+            ttl_seconds=local.timer_seconds or None,
+        )
+        where = str(source.resolve())
+
+        def record(sent_at_ms: int) -> int:
+            message_id = client.store.add_attachment_message(
+                client.username,
+                "out",
+                client.device_id,
+                dataclasses.replace(pointer, sent_at_ms=sent_at_ms),
+                state="sent",
+                status=STATUS_PENDING,
+                path=where,
+            )
+            self.store.set_message_group(message_id, local.group_id)
+            return message_id
+
+        return await self._send_message(
+            local, lambda sent_at_ms: dataclasses.replace(pointer, sent_at_ms=sent_at_ms), record
+        )
+
+    async def _send_message(
+        self,
+        local: LocalGroup,
+        build: Callable[[int], Text | Attachment],
+        record: Callable[[int], int],
+    ) -> int:
+        """Send what ``build(sent_at_ms)`` makes to the group, stored by ``record`` (which
+        returns the message id) in the transaction that queues it. While the group has a
+        timer it goes as EXPIRING in an EXPIRES send, and our copy expires with it."""
+        client = self._client
+        await client.connect()
+        async with client._send_lock:
+            group = self.store.group(local.group_id)
+            timer = group.timer_seconds if group is not None else 0
+            sent_at_ms = client.store.next_sent_at(client._now_ms())
+            content = _encode(disappearing_.wrap(build(sent_at_ms), timer))
+            with client.store.transaction():
+                message_id = record(sent_at_ms)
+                if timer:
+                    expires = disappearing_.expires_at(sent_at_ms, timer)
+                    client.store.set_message_expiry(message_id, expires, timer)
+            await self._group_send(local.group_id, content, message_id, timer)
         return message_id
 
-    async def _group_send(self, group_id: bytes, content: bytes, message_id: int | None) -> None:
-        """Encrypt ``content`` once for the group, queue the GROUP_SEND and send it. Runs
-        under the send lock. Reconciles first when our key has not reached the roster we
-        know (a first send, or a member we could not reach last time)."""
+    async def _group_send(
+        self, group_id: bytes, content: bytes, message_id: int | None, timer: int = 0
+    ) -> None:
+        """Encrypt ``content`` once for the group, queue the GROUP_SEND (with EXPIRES and
+        ``timer`` as its ttl when set) and send it. Runs under the send lock. Reconciles
+        first when our key has not reached the roster we know (a first send, or a member
+        we could not reach last time)."""
         group = self.store.group(group_id)
         state = self.store.own_sender_key(group_id)
         if (
@@ -377,7 +454,7 @@ class Groups:
             or (self._unreached(group, state))
         ):
             await self._reconcile(group_id)
-        entry_id = self._queue(group_id, content, message_id, None)
+        entry_id = self._queue(group_id, content, message_id, None, timer)
         entry = self._client.store.outbox_entry(entry_id)
         if entry is not None:
             await self.dispatch(entry)
@@ -392,11 +469,16 @@ class Groups:
         return {entry for entry in roster if (entry.username, entry.device_id) != me}
 
     def _queue(
-        self, group_id: bytes, content: bytes, message_id: int | None, entry_id: int | None
+        self,
+        group_id: bytes,
+        content: bytes,
+        message_id: int | None,
+        entry_id: int | None,
+        timer: int = 0,
     ) -> int:
         """Encrypt under our current chain and write the GROUP_SEND to the outbox (a new
         entry, or replacing ``entry_id``'s frame), with the advanced chain, in one
-        transaction."""
+        transaction. ``timer``: a disappearing message, sent with EXPIRES."""
         client = self._client
         now = client._now_ms()
         with client.store.transaction():
@@ -411,7 +493,8 @@ class Groups:
             except ProtocolError as exc:
                 raise SealpostError.from_protocol(exc, f"group {group_id.hex()}") from None
             self.store.save_own_sender_key(group_id, state, now)
-            frame = GroupSend(0, group_id, group.roster_digest, payload)
+            flags, ttl_seconds = disappearing_.send_flags(timer)
+            frame = GroupSend(0, group_id, group.roster_digest, payload, flags, ttl_seconds)
             if entry_id is None:
                 return client.store.add_outbox(message_id, group_id.hex(), content, frame, now)
             client.store.replace_outbox_frame(entry_id, frame)
@@ -443,7 +526,8 @@ class Groups:
                         break
                     try:
                         await self._reconcile(group_id)
-                        self._queue(group_id, entry.content, entry.message_id, entry.id)
+                        timer = frame.ttl_seconds or 0  # EXPIRES stays as it was
+                        self._queue(group_id, entry.content, entry.message_id, entry.id, timer)
                     except SealpostError:
                         self._give_up(entry)
                         raise
@@ -640,9 +724,26 @@ class Groups:
                 log.debug("group envelope %d: content this client does not know", frame.seq)
                 return []
             return self._undecryptable(frame, group_id, exc.code, now)
+        # A disappearing message is taken as what it wraps, then given its expiry: ours
+        # (from our other device) counts from its sent_at, another member's from now.
+        content, timer = disappearing_.unwrap(content)
+        own = sender == client.username
+        expires: int | None = None
+        if timer:
+            expires = disappearing_.expires_at(content.sent_at_ms if own else now, timer)
         match content:
+            case Attachment():
+                # Downloaded after the ACK (``Client._fetch_attachments``), like a 1:1 file.
+                message_id = client.store.add_attachment_message(
+                    sender, "out" if own else "in", device, content, state="pending",
+                    status=STATUS_SENT if own else STATUS_RECEIVED,
+                    server_time_ms=frame.server_time_ms, received_at_ms=now, seq=frame.seq,
+                )  # fmt: skip
+                self.store.set_message_group(message_id, group_id)
+                if expires is not None:
+                    client.store.set_message_expiry(message_id, expires, timer)
+                return []
             case Text():
-                own = sender == client.username
                 message_id = self.store.add_group_text(
                     group_id,
                     outgoing=own,
@@ -655,6 +756,8 @@ class Groups:
                     received_at_ms=now,
                     seq=frame.seq,
                 )
+                if expires is not None:
+                    client.store.set_message_expiry(message_id, expires, timer)
                 return [
                     MessageReceived(
                         sender,
@@ -664,6 +767,7 @@ class Groups:
                         frame.server_time_ms,
                         frame.seq,
                         message_id,
+                        expires_at_ms=expires,
                         group=group_id.hex(),
                     )  # fmt: skip
                 ]
@@ -776,6 +880,11 @@ class Groups:
                 event_id=event_id,
             )
         ]
+
+    @property
+    def fetch_due(self) -> bool:
+        """Whether ``fetch_pending()`` has groups to look up (network round trips)."""
+        return self._fetch_due and bool(self.store.groups_to_fetch())
 
     async def fetch_pending(self) -> None:
         """Look up, on the server, the groups heard of but not yet fetched (after a push,

@@ -26,6 +26,7 @@ Secrets (chain keys, signing seeds) are stored as the records encode them, like 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -330,6 +331,20 @@ class GroupStore:
             )  # fmt: skip
             return _rowid(cursor) if cursor.rowcount else None
 
+    def set_message_group(self, message_id: int, group_id: bytes) -> None:
+        """Make a message stored by the 1:1 code (an attachment) one of the group's."""
+        with self._store.transaction():
+            self._store.db.execute(
+                "UPDATE messages SET group_id = ? WHERE id = ?", (group_id, message_id)
+            )
+
+    def message_group(self, message_id: int) -> bytes | None:
+        """The group a message belongs to (None: a 1:1 message, or none such)."""
+        row = self._store.db.execute(
+            "SELECT group_id FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
     def group_messages(self, group_id: bytes, limit: int | None = None) -> list[StoredMessage]:
         """The group's messages, oldest first (the last ``limit`` if given)."""
         rows = self._store.db.execute(
@@ -337,7 +352,13 @@ class GroupStore:
             "ORDER BY id DESC LIMIT ?",
             (group_id, limit or -1),
         ).fetchall()
-        return [_message(row) for row in rows[::-1]]
+        messages = [_message(row) for row in rows[::-1]]
+        return [
+            dataclasses.replace(m, attachment=self._store.attachment(m.id))
+            if m.kind == "attachment"
+            else m
+            for m in messages
+        ]
 
     def add_group_event(
         self,

@@ -4,9 +4,17 @@
 ERROR, PONG) to them by request id, and queues what the server pushes unasked (DELIVER,
 QUEUE_EMPTY, NOTICE) for ``next_push()``.
 
+Pipelining. ``submit()`` hands a SEND over and returns the future of its answer at
+once; one writer per connection writes pending SENDs in the order they were submitted,
+up to ``max_in_flight`` unanswered at a time (the relay answers a connection's frames in
+order). The window keeps a slow link full without burying the small frames behind it (an
+ACK, or a PING that must be answered within PONG_TIMEOUT) under seconds of queued
+ciphertext, and the pace (``sends_per_second``, ``send_burst``) stays under the relay's
+frame rate limit on a fast link. ``request()`` is ``submit()`` plus the wait.
+
 Resuming without loss. A SEND stays *pending* until the server answers it, across any
 number of reconnections: after each reconnection every pending SEND is written again,
-byte for byte and in its original order, before anything else. Envelopes the server
+byte for byte and in its original order, before any SEND submitted later. Envelopes the server
 delivered but we did not acknowledge come back by themselves (the server redelivers
 them), so pushes still queued from a dead connection are discarded rather than processed
 twice. A SEND answered twice is harmless: the second copy of a ciphertext is rejected by
@@ -67,6 +75,9 @@ RELAY_PATH = "/ws/v1/"
 REVOKED_CLOSE_CODE = 4403
 PING_INTERVAL = 25.0
 PONG_TIMEOUT = 10.0
+MAX_IN_FLIGHT = 32  # SENDs written and not yet answered, per connection
+SENDS_PER_SECOND = 80.0  # below the relay's WS_FRAMES_PER_SECOND default (100)
+SEND_BURST = 200  # below its WS_FRAME_BURST default (400): acks and pings count too
 OPEN_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
 
@@ -208,6 +219,28 @@ class _PendingSend:
     generation: int = 0  # the connection it was last written to (0: none yet)
 
 
+class _Pace:
+    """A token bucket: ``rate`` writes a second, ``burst`` saved up."""
+
+    def __init__(self, rate: float | None, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(max(1, burst))
+        self._tokens = self._burst
+        self._stamp: float | None = None
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until a write may go (0: now, and the token is taken)."""
+        if self._rate is None:
+            return 0.0
+        if self._stamp is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self._rate
+
+
 class Transport:
     """One device's relay connection. ``start()`` connects once (raising on failure);
     afterwards the transport reconnects by itself until ``close()``."""
@@ -222,7 +255,12 @@ class Transport:
         ping_interval: float = PING_INTERVAL,
         pong_timeout: float = PONG_TIMEOUT,
         uniform: Callable[[], float] = random.random,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        sends_per_second: float | None = SENDS_PER_SECOND,
+        send_burst: int = SEND_BURST,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
         self.url = relay_url(server_url)
         self.origin = origin_of(server_url)
         self._subprotocols = (SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + token)
@@ -233,6 +271,9 @@ class Transport:
         self._uniform = uniform
         self._next_request_id = 1
         self._pending: dict[int, _PendingSend] = {}  # insertion order = send order
+        self._max_in_flight = max_in_flight
+        self._pace = _Pace(sends_per_second, send_burst)
+        self._wake = asyncio.Event()  # a SEND was submitted or answered: the writer looks
         self._pings: dict[int, asyncio.Future[Pong]] = {}
         self._pushes: asyncio.Queue[Push | SealpostError] = asyncio.Queue()
         self._conn: Connection | None = None
@@ -319,9 +360,11 @@ class Transport:
         self._discard_stale_pushes()
         heard = False
         pinger = asyncio.create_task(self._ping_loop(conn), name="sealpost-ping")
+        writer: asyncio.Task[None] | None = None
         try:
-            await self._resend_pending(conn, generation)
+            await self._write_pending(conn, generation)
             self._ready = True
+            writer = asyncio.create_task(self._write_loop(conn, generation), name="sealpost-sends")
             while True:
                 try:
                     data = await conn.recv()
@@ -342,6 +385,8 @@ class Transport:
             self._ready = False
             self._conn = None
             pinger.cancel()
+            if writer is not None:
+                writer.cancel()
             for future in self._pings.values():
                 future.cancel()
             self._pings.clear()
@@ -349,12 +394,38 @@ class Transport:
                 await conn.close()
         return heard
 
-    async def _resend_pending(self, conn: Connection, generation: int) -> None:
-        # Loop until a pass finds nothing unsent: request() may add entries while we await.
-        while unsent := [p for p in self._pending.values() if p.generation != generation]:
-            for pending in unsent:
-                pending.generation = generation
-                await conn.send(pending.data)
+    async def _write_pending(self, conn: Connection, generation: int) -> None:
+        """Write the pending SENDs not yet written to this connection, oldest first, while
+        fewer than ``max_in_flight`` written ones are unanswered. Loops until a pass finds
+        nothing it may write: submit() may add entries while it awaits."""
+        loop = asyncio.get_running_loop()
+        while True:
+            in_flight = 0
+            unsent: _PendingSend | None = None
+            for pending in self._pending.values():
+                if pending.future.done():
+                    continue
+                if pending.generation == generation:
+                    in_flight += 1
+                elif unsent is None:
+                    unsent = pending
+            if unsent is None or in_flight >= self._max_in_flight:
+                return
+            if delay := self._pace.wait_time(loop.time()):
+                await asyncio.sleep(delay)
+                continue
+            unsent.generation = generation
+            await conn.send(unsent.data)
+
+    async def _write_loop(self, conn: Connection, generation: int) -> None:
+        """The connection's writer of SENDs: wakes when one is submitted or answered."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self._write_pending(conn, generation)
+        except (ConnectionLost, OSError, WebSocketException):
+            return  # the reader sees the connection end and reconnects
 
     def _discard_stale_pushes(self) -> None:
         # Unacknowledged DELIVERs are redelivered on the new connection; processing the old
@@ -424,26 +495,33 @@ class Transport:
         self._next_request_id += 1
         return request_id
 
-    async def request(self, frame: Send | GroupSend) -> Reply:
-        """Send a SEND (or a GROUP_SEND) and wait for its answer, across reconnections if need be.
+    def submit(self, frame: Send | GroupSend) -> asyncio.Future[Reply]:
+        """Queue a SEND (or a GROUP_SEND) and return the future of its answer, at once.
 
-        The frame's own request id is replaced by a fresh one of this transport.
+        Frames go out in the order they were submitted, on this connection or the next
+        ones, until answered (docstring of this module). The frame's own request id is
+        replaced by a fresh one of this transport. Cancelling the future withdraws the
+        frame if it has not been written yet (if it has, the relay may still store it).
         """
         if self._failure is not None:
             raise self._failure
         request_id = self._allocate_request_id()
         data = encode_frame(dataclasses.replace(frame, request_id=request_id))
-        pending = _PendingSend(data, asyncio.get_running_loop().create_future())
-        self._pending[request_id] = pending
-        try:
-            conn = self._conn
-            if self._ready and conn is not None:
-                pending.generation = self._generation
-                with contextlib.suppress(ConnectionLost):  # resent after reconnecting
-                    await conn.send(data)
-            return await pending.future
-        finally:
-            del self._pending[request_id]
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = _PendingSend(data, future)
+
+        def answered(_: asyncio.Future[Reply]) -> None:
+            self._pending.pop(request_id, None)
+            self._wake.set()  # a place in the window is free
+
+        future.add_done_callback(answered)
+        self._wake.set()
+        return future
+
+    async def request(self, frame: Send | GroupSend) -> Reply:
+        """Send a SEND (or a GROUP_SEND) and wait for its answer, across reconnections if
+        need be (``submit()`` and the wait; cancelling the wait withdraws it)."""
+        return await self.submit(frame)
 
     async def ack(self, seqs: Sequence[int]) -> bool:
         """Acknowledge stored envelopes. Best effort: an ack lost with its connection only

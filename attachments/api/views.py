@@ -260,7 +260,8 @@ class AttachmentsView(APIView):
             "file's plus 16 bytes per 64 KiB chunk, at most `MAX_ATTACHMENT_BLOB_BYTES` "
             "(100 MiB of file). The account may create at most `ATTACHMENT_BYTES_PER_DAY` "
             "bytes of blobs in any 24 hours (429 with `Retry-After` beyond). The upload must "
-            "be complete within 24 hours."
+            "be complete within 24 hours. `ttl_seconds` (a disappearing message's timer) "
+            "keeps the complete blob at most that long after its completion."
         ),
         parameters=CREATED_HEADERS,
         request=s.CreateBlobSerializer,
@@ -276,7 +277,11 @@ class AttachmentsView(APIView):
         device = _caller_device(request)
         serializer = s.CreateBlobSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        blob = services.create_blob(device, serializer.validated_data["size"])
+        blob = services.create_blob(
+            device,
+            serializer.validated_data["size"],
+            serializer.validated_data.get("ttl_seconds"),
+        )
         body = {
             "id": blob.id,
             "size": blob.size,

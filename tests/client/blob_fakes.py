@@ -34,6 +34,7 @@ class FakeBlob:
     size: int
     owner: str
     data: bytearray = field(default_factory=bytearray)
+    ttl_seconds: int | None = None  # POST's ttl_seconds (a disappearing message's file)
 
 
 class BlobServer(FakeServer):
@@ -83,10 +84,12 @@ class BlobServer(FakeServer):
     def _blob_route(self, request: httpx.Request, path: str) -> httpx.Response:
         account, _ = self._authenticate(request)
         if path == "/api/v1/attachments" and request.method == "POST":
-            size = json.loads(request.content)["size"]
+            announced = json.loads(request.content)
+            size = announced["size"]
             if size > 104_857_600 + 16 * 1600:
                 raise HttpError(413, ErrorCode.ATTACHMENT_TOO_LARGE, "too large")
             blob = FakeBlob(secrets.token_hex(16), size, account.username)
+            blob.ttl_seconds = announced.get("ttl_seconds")
             self.blobs[blob.id] = blob
             body = {
                 "id": blob.id,

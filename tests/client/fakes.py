@@ -724,7 +724,10 @@ def link_device(server: FakeServer, first: Client, home: Path, device_id: int) -
     one_time = [OneTimePreKeyPair.generate(i) for i in range(1, 21)]
     kem = [KemPreKeyPair.generate(keys, i, last_resort=False) for i in range(2, 22)]
     token = server.add_device(first.username, keys, signed, last_resort, one_time, kem)
-    sign_list(server, account, first.username)
+    device_list = sign_list(server, account, first.username)
+    # The approving device sees the new list (approve_link waits for it), so ``first``'s
+    # store holds it, as after the real flow: its cached device list is out of date then.
+    first.store.save_device_list(first.username, account.public_key, device_list, 0)
     store = Store.open(home)
     store.next_key_ids("signed", 1)
     store.next_key_ids("one_time", 20)

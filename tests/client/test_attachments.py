@@ -73,6 +73,7 @@ async def test_a_file_arrives_intact_and_is_saved_under_downloads(
     assert progress[-1] == (total, total)
     [blob] = server.blobs.values()
     assert len(blob.data) == total and source.read_bytes() not in bytes(blob.data)
+    assert blob.ttl_seconds is None  # no timer: the server's usual retention
 
     events = await _events(bob)
     [event] = [e for e in events if isinstance(e, AttachmentReceived)]

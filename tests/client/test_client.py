@@ -417,7 +417,13 @@ async def test_a_changed_identity_blocks_sending_until_trusted(
     with pytest.raises(SealpostError) as info:
         await alice.send_text("bob", "is that you?")
     assert info.value.code is ErrorCode.UNTRUSTED_IDENTITY
-    assert len(server.sends) == sends and len(alice.messages()) == 1
+    # Alice's cached device list still named the old device: the relay refused that SEND
+    # (DEVICE_MISMATCH, nothing stored), she looked again and found the new key. Nothing
+    # reached the new device; the message is marked failed.
+    [(_, refused)] = server.sends[sends:]
+    assert refused.messages[0].registration_id != server.device("bob").registration_id
+    assert [m.status for m in alice.messages()] == ["sent", "failed"]
+    sends = len(server.sends)
     identity = alice.identity("bob")
     assert identity is not None and identity.changed and not identity.verified
     assert identity.account_key == new_bob.account_key
@@ -425,6 +431,7 @@ async def test_a_changed_identity_blocks_sending_until_trusted(
     assert after.digits != before.digits
     with pytest.raises(SealpostError):  # still blocked: nothing was accepted yet
         await alice.send_text("bob", "is that you?")
+    assert len(server.sends) == sends and len(alice.messages()) == 2
 
     alice.trust("bob")
     await alice.send_text("bob", "is that you?")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from client import core
 from client.core import (
     Client,
     DeviceRefused,
@@ -158,7 +159,7 @@ async def test_without_a_listener_a_refused_device_is_logged(
 
 
 async def test_an_older_list_than_one_seen_is_refused(
-    server: FakeServer, alice: Client, bob: Client, tmp_path: Path
+    server: FakeServer, alice: Client, bob: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first_list = server.accounts["bob"].device_list
     assert first_list is not None
@@ -167,7 +168,9 @@ async def test_an_older_list_than_one_seen_is_refused(
     stored = alice.store.device_list("bob")
     assert stored is not None and stored.device_list.version == 2
 
-    # The server replays the list from before device 2 (or before a revocation).
+    # The server replays the list from before device 2 (or before a revocation). Alice
+    # would reuse the list she checked for a while; here she looks again at every send.
+    monkeypatch.setattr(core, "DEVICE_CACHE_SECONDS", 0.0)
     server.served_lists["bob"] = first_list.encode()
     sends = len(server.sends)
     with pytest.raises(SealpostError) as info:

@@ -82,6 +82,8 @@ async def test_a_timer_is_set_on_both_sides_and_messages_expire_on_each_clock(
         (SendFlags.EXPIRES, 60),
         (SendFlags.EXPIRES, 60),
     ]
+    [blob] = server.blobs.values()
+    assert blob.ttl_seconds == 60  # the server drops the file with the message
     [_, timer_row, text_row, file_row] = alice.messages("bob")
     assert timer_row.id == notice and timer_row.kind == "timer" and timer_row.timer_seconds == 60
     sent_at = text_row.sent_at_ms or 0

@@ -389,3 +389,94 @@ async def test_real_websocket_refusal_and_unreachable_server() -> None:
     with pytest.raises(SealpostError) as info:
         await Transport(f"http://127.0.0.1:{free_port()}", "t").start()
     assert info.value.code is LocalErrorCode.UNREACHABLE
+
+
+# --- pipelining ---------------------------------------------------------------------------
+
+
+async def test_submitted_sends_go_out_in_order_within_the_window(
+    network: ScriptedNetwork,
+) -> None:
+    transport = Transport(
+        "https://chat.example", "TOKEN", connector=network, backoff=FAST, max_in_flight=2
+    )
+    await transport.start()
+    conn = await network.connection(1)
+    sends = [Send(0, "bob", (DeviceMessage(1, 7, bytes([n])),)) for n in range(4)]
+    futures = [transport.submit(send) for send in sends]  # no await in between
+    first, second = await conn.next_sent(2)
+    await asyncio.sleep(0.01)
+    assert len(conn.sent) == 2  # the window is full until an answer comes
+    conn.push(SendOk(first.request_id, 1))
+    assert await futures[0] == SendOk(first.request_id, 1)
+    frames = await conn.next_sent(3)
+    assert [f.messages[0].payload for f in frames if isinstance(f, Send)] == [b"\0", b"\1", b"\2"]
+    for frame in frames[1:]:
+        conn.push(SendOk(frame.request_id, 2))
+    frames = await conn.next_sent(4)
+    conn.push(SendOk(frames[3].request_id, 3))
+    assert [type(await future) for future in futures] == [SendOk] * 4
+    await transport.close()
+
+
+async def test_unanswered_sends_are_written_again_in_order_after_a_reconnect(
+    network: ScriptedNetwork,
+) -> None:
+    transport = Transport(
+        "https://chat.example", "TOKEN", connector=network, backoff=FAST, max_in_flight=2
+    )
+    await transport.start()
+    conn = await network.connection(1)
+    futures = [
+        transport.submit(Send(0, "bob", (DeviceMessage(1, 7, bytes([n])),))) for n in range(3)
+    ]
+    await conn.next_sent(2)
+    conn.hang_up()  # two written and unanswered, one never written
+    second = await network.connection(2)
+    await second.next_sent(2)
+    assert second.sent == conn.sent  # the same bytes, in the same order, first
+    for frame in second.frames()[:2]:
+        second.push(SendOk(frame.request_id, 1))
+    third = (await second.next_sent(3))[2]
+    assert isinstance(third, Send) and third.messages[0].payload == b"\2"
+    second.push(SendOk(third.request_id, 2))
+    assert [type(reply) for reply in await asyncio.gather(*futures)] == [SendOk] * 3
+    await transport.close()
+
+
+async def test_sends_are_paced_below_the_relays_frame_limit(network: ScriptedNetwork) -> None:
+    transport = Transport(
+        "https://chat.example",
+        "TOKEN",
+        connector=network,
+        backoff=FAST,
+        sends_per_second=50.0,
+        send_burst=2,
+    )
+    await transport.start()
+    conn = await network.connection(1)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    for _ in range(5):
+        transport.submit(SEND)
+    await conn.next_sent(5)
+    # Two at once (the burst), then one every 20 ms.
+    assert loop.time() - began >= 0.055
+    await transport.close()
+
+
+async def test_a_cancelled_submission_is_withdrawn(network: ScriptedNetwork) -> None:
+    transport = Transport(
+        "https://chat.example", "TOKEN", connector=network, backoff=FAST, max_in_flight=1
+    )
+    await transport.start()
+    conn = await network.connection(1)
+    first = transport.submit(SEND)
+    withdrawn = transport.submit(Send(0, "carol", (DeviceMessage(2, 9, b"x"),)))
+    [frame] = await conn.next_sent(1)
+    withdrawn.cancel()
+    conn.push(SendOk(frame.request_id, 1))
+    await first
+    await asyncio.sleep(0.01)
+    assert len(conn.sent) == 1
+    await transport.close()

@@ -3,7 +3,8 @@
 * With a 3-second timer, a text and a file are gone from both clients' stores (and the
   receiver's downloads) after the timer, and from the server's database: delivered ones
   are acknowledged away, and ones whose receiver stays offline past the timer are dropped
-  by the relay undelivered (the purge runs every second here).
+  by the relay undelivered (the purge runs every second here). The file's blob, announced
+  with the timer as its ``ttl_seconds``, is purged too: its row and its stored parts.
 * Typing between two CLI clients: the receiver's ``receive`` shows it, and the server never
   stores it (an EPHEMERAL send).
 """
@@ -60,6 +61,15 @@ def _payloads(server: LiveServer) -> int:
     return int(server.query("SELECT count(*) FROM messaging_sharedpayload")[0][0])
 
 
+def _blobs(server: LiveServer) -> list[tuple[str, int | None]]:
+    rows = server.query("SELECT id, ttl_seconds FROM attachments_blob")
+    return [(str(row[0]), None if row[1] is None else int(row[1])) for row in rows]
+
+
+def _stored_parts(blobs_dir: Path) -> list[Path]:
+    return [path for path in blobs_dir.rglob("*") if path.is_file()]
+
+
 async def _collect(client: Client, until: type, count: int, timeout: float = 30) -> list[Event]:
     events: list[Event] = []
 
@@ -76,7 +86,9 @@ async def _collect(client: Client, until: type, count: int, timeout: float = 30)
     return events
 
 
-async def _delivered_then_gone(server: LiveServer, homes: Path, source: Path) -> None:
+async def _delivered_then_gone(
+    server: LiveServer, homes: Path, source: Path, blobs_dir: Path
+) -> None:
     alice = Client(homes / "alice", backoff=FAST)
     bob = Client(homes / "bob", backoff=FAST)
     try:
@@ -88,6 +100,9 @@ async def _delivered_then_gone(server: LiveServer, homes: Path, source: Path) ->
         await alice.send_text("bob", "this one disappears")
         await alice.send_file("bob", source)
         sent_at = time.time()
+        [(blob_id, ttl)] = _blobs(server)
+        assert ttl == TIMER
+        assert any(blob_id in str(part) for part in _stored_parts(blobs_dir))
 
         events = await _collect(bob, AttachmentReceived, 1)
         [changed] = [e for e in events if isinstance(e, TimerChanged)]
@@ -109,6 +124,14 @@ async def _delivered_then_gone(server: LiveServer, homes: Path, source: Path) ->
         assert [m.kind for m in bob.messages("alice")] == ["text", "timer"]
         assert not file.path.exists(), "the expired file is still in downloads"
         assert source.exists(), "the sender's own file must never be deleted"
+
+        # The server's copy of the file: expired with the message, purged within a
+        # purge interval (1 s here).
+        deadline = sent_at + TIMER + 5
+        while _blobs(server) and time.time() < deadline:
+            await asyncio.sleep(0.2)
+        assert _blobs(server) == [], "the blob outlived its disappearing message"
+        assert _stored_parts(blobs_dir) == [], "the blob's parts are still stored"
     finally:
         await alice.close()
         await bob.close()
@@ -119,7 +142,7 @@ def test_a_delivered_disappearing_message_is_gone_everywhere_after_its_timer(
 ) -> None:
     source = tmp_path / "photo.jpg"
     source.write_bytes(b"\xff\xd8" + bytes(50_000))
-    asyncio.run(_delivered_then_gone(server, tmp_path / "homes", source))
+    asyncio.run(_delivered_then_gone(server, tmp_path / "homes", source, tmp_path / "blobs"))
     assert _envelopes(server) == 0 and _payloads(server) == 0
 
 

@@ -7,8 +7,9 @@
 * One message to a group of 50 member devices is one GROUP_SEND from the sender, read by
   all 50; the bytes it uploads are printed next to those of 50 pairwise sends
   (bench/group_bench.py measures the same).
-* The command line: ``group create`` prints the id last, ``group send``, and
-  ``receive --json`` shows "group".
+* The command line: ``group create`` prints the id last, ``group send``, ``group
+  send-file`` (the file is saved under the receiver's downloads/), and ``receive --json``
+  shows "group".
 """
 
 from __future__ import annotations
@@ -186,3 +187,15 @@ def test_groups_on_the_command_line(server: LiveServer, tmp_path: Path) -> None:
     assert refused.returncode == 1 and refused.stderr.startswith("error: forbidden: ")
     unknown = _cli(homes["dora"], "group", "add", group, "nobody_here")
     assert unknown.returncode == 1 and "unknown_account" in unknown.stderr
+
+    # A file to the group: one upload, one GROUP_SEND of its pointer; finn saves it.
+    score = tmp_path / "score.pdf"
+    score.write_bytes(bytes(range(256)) * 300)
+    sent = _ok(_cli(homes["dora"], "group", "send-file", group, str(score), "--caption", "p. 3"))
+    assert sent.startswith("sent file score.pdf (76.8 KB) as message ")
+    received = _ok(_cli(homes["finn"], "receive", "--wait", "0.5", "--json"))
+    [file] = [m for m in map(json.loads, received.splitlines()) if m["type"] == "attachment"]
+    assert (file["group"], file["from"], file["text"]) == (group, "dora", "p. 3")
+    assert file["code"] is None
+    saved = Path(file["attachment"]["path"])
+    assert saved.parent == homes["finn"] / "downloads" and saved.read_bytes() == score.read_bytes()

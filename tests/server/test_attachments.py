@@ -449,6 +449,57 @@ def test_the_purge_deletes_expired_blobs_with_their_files_and_nothing_else(
     assert sorted(p.name for p in (storage_dir / "blobs").iterdir()) == [kept]
 
 
+def test_a_disappearing_messages_blob_expires_its_ttl_after_completion(
+    alice: SignedUp, storage_dir: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    response = alice.client().post(
+        "/api/v1/attachments", {"size": 10, "ttl_seconds": 60}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    blob_id = response.json()["id"]
+    blob = Blob.objects.get(pk=blob_id)
+    assert blob.ttl_seconds == 60
+    assert blob.expires_at == blob.created_at + timedelta(hours=24)  # the upload's time
+    assert patch(alice.client(), blob_id, 0, b"x" * 10).status_code == 204
+    blob.refresh_from_db()
+    assert blob.completed_at is not None
+    assert blob.expires_at == blob.completed_at + timedelta(seconds=60)
+    regular = upload(alice.client(), b"y" * 10, 10)  # no ttl: the usual retention
+    assert Blob.objects.get(pk=regular).expires_at > blob.expires_at + timedelta(days=1)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        counts = compliance_services.purge_expired(now=blob.expires_at)
+    assert counts["attachments"] == 1
+    assert list(Blob.objects.values_list("pk", flat=True)) == [regular]
+    assert not any(blob_id in str(p) for p in stored_files(storage_dir))
+
+
+def test_a_ttl_longer_than_the_retention_is_capped(settings: Any, alice: SignedUp) -> None:
+    limits = dict(settings.SEALPOST)
+    limits["ATTACHMENT_TTL_SECONDS"] = 3600
+    settings.SEALPOST = limits
+    response = alice.client().post(
+        "/api/v1/attachments", {"size": 4, "ttl_seconds": 31_536_000}, format="json"
+    )
+    blob_id = response.json()["id"]
+    assert response.json()["expires_at"] is not None
+    assert patch(alice.client(), blob_id, 0, b"zzzz").status_code == 204
+    blob = Blob.objects.get(pk=blob_id)
+    assert blob.expires_at == blob.created_at + timedelta(seconds=3600)
+
+
+def test_ttl_seconds_out_of_range_is_refused_by_name(alice: SignedUp) -> None:
+    for ttl in (0, 31_536_001, "soon"):
+        response = alice.client().post(
+            "/api/v1/attachments", {"size": 4, "ttl_seconds": ttl}, format="json"
+        )
+        assert_error(response, 400, "invalid_request", "ttl_seconds")
+    assert not Blob.objects.exists()
+    with pytest.raises(services.ServiceError) as info:
+        services.create_blob(Device.objects.get(), 4, ttl_seconds=0)
+    assert info.value.code is ErrorCode.INVALID_REQUEST
+
+
 def test_the_purge_leaves_the_storage_directory_empty(
     alice: SignedUp, storage_dir: Path, django_capture_on_commit_callbacks: Any
 ) -> None:
