@@ -1,8 +1,9 @@
 """Two reference clients talking through a 2G link that keeps dropping (harness/netem.py).
 
 Alice and Bob register directly with a real Daphne server, then reach it only through the
-"2g" profile: 50 kbit/s and 300 ms each way, every connection cut every 30 s (and new
-ones refused for a second). Both send at once, each receiving concurrently; every message
+"2g" profile: 50 kbit/s and 300 ms each way, every connection cut (every 12 s here rather
+than the profile's 30, so a ~50 s exchange meets several cuts; new ones refused for a
+second). Both send at once, each receiving concurrently; every message
 must arrive exactly once and in its sender's order, across every cut. The clients
 reconnect with exponential backoff and full jitter (client/transport.py) and resume: a
 SEND not yet answered is written again on the next connection, in order, and the server
@@ -36,6 +37,7 @@ from harness.netem import PROFILES, running_proxy
 pytestmark = pytest.mark.e2e
 
 PER_DIRECTION = int(os.environ.get("WEAK_NETWORK_MESSAGES", "1000"))
+CUT_EVERY_SECONDS = 12.0
 PASSWORD = "correct horse battery staple 42"
 # Seconds per message allowed before the test gives up: generous, the link is 2G.
 SECONDS_PER_MESSAGE = 0.6
@@ -133,8 +135,9 @@ async def _exchange(server: LiveServer, homes: Path, proxy_url: str) -> dict[str
 def test_messages_both_ways_over_2g_with_cuts_arrive_exactly_once_in_order(
     server: LiveServer, tmp_path: Path
 ) -> None:
-    profile = PROFILES["2g"]
-    assert profile.cut_interval == 30.0
+    # The 2g link, cut every 12 s instead of 30: the exchange takes about 50 s, and it must
+    # live through several cuts, in both directions' streams, not one at most.
+    profile = PROFILES["2g"].with_cut_interval(CUT_EVERY_SECONDS)
     with running_proxy(("127.0.0.1", server.port), profile) as proxy:
         figures = asyncio.run(
             _exchange(server, tmp_path / "homes", f"http://127.0.0.1:{proxy.port}")
@@ -146,5 +149,4 @@ def test_messages_both_ways_over_2g_with_cuts_arrive_exactly_once_in_order(
         f"{cuts} cuts, {figures['retries']:.0f} sends retried"
     )
     assert cuts >= expected_cuts >= 0
-    if figures["seconds"] > 2 * profile.cut_interval:
-        assert cuts >= 2, "the exchange must live through cuts"
+    assert cuts >= 2, "the exchange must live through several cuts"
