@@ -3,55 +3,31 @@
 // counts, compare safety numbers, reload and carry on. Text that looks like HTML stays text.
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
+import { describe, test } from 'node:test';
 import {
   PASSWORD,
-  PYTHON,
-  ROOT,
   assertFitsWidth,
+  assertQrMatchesPython,
   assertTextOnly,
-  checkPrerequisites,
   cspViolations,
-  launchBrowser,
-  newPerson,
+  liveSuite,
   openChat,
+  readQr,
   screenshot,
   sendText,
   signUp,
   transcript,
   uniqueName,
   waitForIncoming,
-  startServer,
   waitReady,
 } from './helpers.mjs';
 
-const run = promisify(execFile);
-
 describe('two browsers chat', () => {
-  /** @type {Awaited<ReturnType<typeof startServer>>} */
-  let server;
-  /** @type {import('playwright-core').Browser} */
-  let browser;
-  /** @type {Awaited<ReturnType<typeof newPerson>>} */
-  let alice;
-  /** @type {Awaited<ReturnType<typeof newPerson>>} */
-  let bob;
+  const live = liveSuite();
+  const alice = live.person();
+  const bob = live.person();
   const aliceName = uniqueName('alice');
   const bobName = uniqueName('bob');
-
-  before(async () => {
-    checkPrerequisites();
-    server = await startServer();
-    browser = await launchBrowser();
-    alice = await newPerson(browser, server.url);
-    bob = await newPerson(browser, server.url);
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
 
   test('both sign up: keys are made in the browser, the page lands on the chat list', async () => {
     await signUp(alice.page, aliceName, undefined, { watchProgress: true });
@@ -119,32 +95,9 @@ describe('two browsers chat', () => {
     // Read the code off the canvas, module by module, and check it is the code the Python
     // client draws for the same payload.
     await alice.page.waitForSelector('#safety canvas.qr[data-modules]'); // drawn once the encoder has loaded
-    const qr = await alice.page.$eval('#safety canvas.qr', (node) => {
-      const canvas = /** @type {HTMLCanvasElement} */ (node);
-      const count = Number(canvas.dataset.modules);
-      const scale = canvas.width / count;
-      const pixels = /** @type {CanvasRenderingContext2D} */ (canvas.getContext('2d')).getImageData(
-        0,
-        0,
-        canvas.width,
-        canvas.height,
-      ).data;
-      const modules = [];
-      for (let y = 0; y < count; y++) {
-        const row = [];
-        for (let x = 0; x < count; x++) {
-          const half = Math.floor(scale / 2);
-          const at = ((y * scale + half) * canvas.width + (x * scale + half)) * 4;
-          row.push(pixels[at] < 128 ? 1 : 0);
-        }
-        modules.push(row);
-      }
-      return { payload_hex: canvas.dataset.payload, quiet_zone: 4, modules };
-    });
+    const qr = await readQr(alice.page, '#safety canvas.qr');
     assert.match(qr.payload_hex ?? '', /^01[0-9a-f]{128}$/);
-    const check = run(PYTHON, ['tests/browser/qr_matches.py'], { cwd: ROOT });
-    check.child.stdin?.end(JSON.stringify(qr));
-    await check; // rejects on a non-zero exit
+    await assertQrMatchesPython(qr);
     await screenshot(alice.page, 'safety-number');
 
     await alice.page.click('#mark-verified');
@@ -196,7 +149,7 @@ describe('two browsers chat', () => {
       );
     }
     // The other pages, in a browser with no account (so none redirects to the chat).
-    const stranger = await newPerson(browser, server.url);
+    const stranger = await live.newPerson();
     for (const path of ['/signup', '/login', '/security']) {
       await stranger.page.goto(path);
       await stranger.page.waitForLoadState('networkidle');
@@ -230,7 +183,7 @@ describe('two browsers chat', () => {
     assert.ok((await transcript(page)).includes('out: Hello Bob, this is Alice.'));
 
     // Another browser holds no keys for the account: it is told so, in plain words.
-    const stranger = await newPerson(browser, server.url);
+    const stranger = await live.newPerson();
     await stranger.page.goto('/login');
     await stranger.page.waitForSelector('#app[data-ready="true"]');
     await stranger.page.fill('#username', aliceName);

@@ -2,29 +2,17 @@
 // client's, the Django admin, the API docs), and static files served small and cacheable.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { ROOT, checkPrerequisites, cspViolations, launchBrowser, newPerson, startServer } from './helpers.mjs';
+import { ROOT, cspViolations, liveSuite } from './helpers.mjs';
 
 const JS_BUDGET_GZ = 80 * 1024; // the limit for all the page's JavaScript, gzipped
 
 describe('CSP and static files', () => {
-  /** @type {Awaited<ReturnType<typeof startServer>>} */
-  let server;
-  /** @type {import('playwright-core').Browser} */
-  let browser;
-
-  before(async () => {
-    checkPrerequisites();
-    server = await startServer();
-    browser = await launchBrowser();
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const live = liveSuite();
+  const { server } = live;
 
   test('every page carries the strict policy', async () => {
     for (const page of ['/signup', '/login', '/chat', '/security', '/admin/login/', '/api/v1/docs/']) {
@@ -65,7 +53,7 @@ describe('CSP and static files', () => {
   });
 
   test('the admin and the API docs work under the policy', async () => {
-    const { context, page, problems } = await newPerson(browser, server.url, { width: 1280, height: 900 });
+    const { context, page, problems } = await live.newPerson({ width: 1280, height: 900 });
     try {
       await page.goto('/admin/login/');
       await page.waitForSelector('#id_username');

@@ -5,33 +5,26 @@
 // pick the history size), and removes it again from there.
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { rmSync } from 'node:fs';
-import { promisify } from 'node:util';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import {
   PASSWORD,
-  PYTHON,
-  ROOT,
   assertFitsWidth,
+  assertQrMatchesPython,
   assertTextOnly,
-  checkPrerequisites,
   cli,
   cliReceive,
   cspViolations,
   djangoShell,
-  launchBrowser,
-  newPerson,
+  liveSuite,
   openChat,
+  readQr,
   screenshot,
   sendText,
   signUp,
-  startServer,
-  tempDir,
   transcript,
   uniqueName,
   waitForIncoming,
+  waitForOutgoing,
   waitReady,
 } from './helpers.mjs';
 
@@ -52,7 +45,20 @@ async function showLinkCode(page, deviceName) {
   return { code, fingerprint };
 }
 
-const run = promisify(execFile);
+/**
+ * A newly linked browser lands on the chat page, says it imported the 2 earlier messages,
+ * and opens the conversation with `peer`.
+ * @param {import('playwright-core').Page} page
+ * @param {string} peer
+ */
+async function landLinked(page, peer) {
+  await page.waitForURL('**/chat', { timeout: 120_000 });
+  await waitReady(page);
+  await page.waitForFunction(() => /Imported 2 earlier messages/.test(document.getElementById('app-notice')?.textContent ?? ''), null, {
+    timeout: 60_000,
+  });
+  await openChat(page, peer);
+}
 
 /**
  * Read the QR code off the link code's canvas, module by module, and check (with segno,
@@ -61,43 +67,20 @@ const run = promisify(execFile);
  * @param {string} text
  */
 async function assertQrOf(page, text) {
-  const qr = await page.$eval('#link-qr', (node) => {
-    const canvas = /** @type {HTMLCanvasElement} */ (node);
-    const count = Number(canvas.dataset.modules);
-    const scale = canvas.width / count;
-    const pixels = /** @type {CanvasRenderingContext2D} */ (canvas.getContext('2d')).getImageData(0, 0, canvas.width, canvas.height).data;
-    const modules = [];
-    for (let y = 0; y < count; y++) {
-      const row = [];
-      for (let x = 0; x < count; x++) {
-        const half = Math.floor(scale / 2);
-        row.push(pixels[((y * scale + half) * canvas.width + (x * scale + half)) * 4] < 128 ? 1 : 0);
-      }
-      modules.push(row);
-    }
-    return { payload_hex: canvas.dataset.payload, quiet_zone: 4, modules };
-  });
+  const qr = await readQr(page, '#link-qr');
   assert.equal(qr.payload_hex, Buffer.from(text).toString('hex'), 'the QR code holds the link code');
-  const check = run(PYTHON, ['tests/browser/qr_matches.py'], { cwd: ROOT });
-  check.child.stdin?.end(JSON.stringify(qr));
-  await check; // rejects on a non-zero exit
+  await assertQrMatchesPython(qr);
 }
 
 describe('several devices of one account', () => {
-  /** @type {Awaited<ReturnType<typeof startServer>>} */
-  let server;
-  /** @type {import('playwright-core').Browser} */
-  let browser;
-  const homes = tempDir('devices');
-  const aliceHome = path.join(homes, 'alice');
-  const bobHome = path.join(homes, 'bob');
+  const live = liveSuite({ homes: 'devices' });
+  const { server } = live;
+  const aliceHome = live.home('alice');
+  const bobHome = live.home('bob');
   const alice = uniqueName('alice');
   const bob = uniqueName('bob');
 
   before(async () => {
-    checkPrerequisites();
-    server = await startServer();
-    browser = await launchBrowser();
     await cli(aliceHome, server.url, 'register', alice, '--password', PASSWORD);
     await cli(bobHome, server.url, 'register', bob, '--password', PASSWORD);
     // Some history on the CLI device before the browser joins.
@@ -106,14 +89,9 @@ describe('several devices of one account', () => {
     await cli(bobHome, server.url, 'send', alice, 'history: bob answers <b>bold?</b>');
     await cliReceive(aliceHome, server.url, 2);
   });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-    rmSync(homes, { recursive: true, force: true });
-  });
 
   test('a browser links as a second device of a CLI account and gets the history', async () => {
-    const phone = await newPerson(browser, server.url);
+    const phone = await live.newPerson();
     const { code, fingerprint } = await showLinkCode(phone.page, 'Browser phone');
     assert.match(fingerprint, /^[0-9a-f]{4}( [0-9a-f]{4}){3}$/);
     await assertQrOf(phone.page, code);
@@ -126,12 +104,7 @@ describe('several devices of one account', () => {
     assert.match(approved, /linked device 2/);
     assert.match(approved, /sent 2 messages of history/);
 
-    await phone.page.waitForURL('**/chat', { timeout: 120_000 });
-    await waitReady(phone.page);
-    await phone.page.waitForFunction(() => /Imported 2 earlier messages/.test(document.getElementById('app-notice')?.textContent ?? ''), null, {
-      timeout: 60_000,
-    });
-    await openChat(phone.page, bob);
+    await landLinked(phone.page, bob);
     assert.deepEqual(await transcript(phone.page), ['out: history: from alice’s CLI', 'in: history: bob answers <b>bold?</b>']);
     await assertTextOnly(phone.page);
 
@@ -151,11 +124,7 @@ describe('several devices of one account', () => {
 
     // ... and what the CLI sends shows up in the browser as sent by alice.
     await cli(aliceHome, server.url, 'send', bob, 'sent from the CLI');
-    await phone.page.waitForFunction(
-      (wanted) => [...document.querySelectorAll('#messages li.out .text')].some((node) => node.textContent === wanted),
-      'sent from the CLI',
-      { timeout: 60_000 },
-    );
+    await waitForOutgoing(phone.page, 'sent from the CLI');
 
     // The Devices pane lists both, this browser marked.
     await phone.page.click('#chat-back');
@@ -182,8 +151,8 @@ describe('several devices of one account', () => {
   });
 
   test('one browser links another from the Devices pane, then removes it', async () => {
-    const laptop = await newPerson(browser, server.url);
-    const tablet = await newPerson(browser, server.url);
+    const laptop = await live.newPerson();
+    const tablet = await live.newPerson();
     const carol = uniqueName('carol');
     await signUp(laptop.page, carol);
     await openChat(laptop.page, bob);
@@ -219,12 +188,7 @@ describe('several devices of one account', () => {
     );
     await laptop.page.waitForSelector('#devices li[data-device-id="2"]');
 
-    await tablet.page.waitForURL('**/chat', { timeout: 120_000 });
-    await waitReady(tablet.page);
-    await tablet.page.waitForFunction(() => /Imported 2 earlier messages/.test(document.getElementById('app-notice')?.textContent ?? ''), null, {
-      timeout: 60_000,
-    });
-    await openChat(tablet.page, bob);
+    await landLinked(tablet.page, bob);
     assert.deepEqual(await transcript(tablet.page), ['out: carol’s first message', 'in: bob replies to carol']);
 
     // Both browsers get bob's message; what one sends shows on the other.
@@ -233,11 +197,7 @@ describe('several devices of one account', () => {
     await openChat(laptop.page, bob);
     await waitForIncoming(laptop.page, 'to the laptop and the tablet');
     await sendText(tablet.page, 'typed on the tablet');
-    await laptop.page.waitForFunction(
-      () => [...document.querySelectorAll('#messages li.out .text')].some((node) => node.textContent === 'typed on the tablet'),
-      null,
-      { timeout: 60_000 },
-    );
+    await waitForOutgoing(laptop.page, 'typed on the tablet');
 
     // Removed from the laptop's Devices pane: the tablet gets nothing more.
     await laptop.page.evaluate(() => {
@@ -258,7 +218,7 @@ describe('several devices of one account', () => {
   });
 
   test('a device inserted straight into the database is refused, and the conversation warns', async () => {
-    const dora = await newPerson(browser, server.url);
+    const dora = await live.newPerson();
     await signUp(dora.page, uniqueName('dora'));
     await openChat(dora.page, bob);
     await sendText(dora.page, 'before the inserted device');

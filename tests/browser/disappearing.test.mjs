@@ -5,25 +5,16 @@
 // showing).
 
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
-import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import {
-  PASSWORD,
-  checkPrerequisites,
   cli,
   cliReceive,
   cspViolations,
   djangoShell,
-  launchBrowser,
-  newPerson,
+  liveSuite,
   openChat,
   screenshot,
   sendText,
-  signUp,
-  startServer,
-  tempDir,
-  uniqueName,
   waitForIncoming,
 } from './helpers.mjs';
 
@@ -48,32 +39,13 @@ function storedDisappearing(page) {
 }
 
 describe('disappearing messages, browser and Python client', () => {
-  /** @type {Awaited<ReturnType<typeof startServer>>} */
-  let server;
-  /** @type {import('playwright-core').Browser} */
-  let browser;
-  /** @type {Awaited<ReturnType<typeof newPerson>>} */
-  let web;
-  const homes = tempDir('disappearing');
-  const home = path.join(homes, 'py');
-  const webName = uniqueName('web');
-  const pyName = uniqueName('py');
+  const live = liveSuite({ homes: 'disappearing', web: 'web', py: 'py' });
+  const { server, web, webName, pyName, pyHome: home } = live;
 
   before(async () => {
-    checkPrerequisites();
-    server = await startServer();
-    browser = await launchBrowser();
-    web = await newPerson(browser, server.url);
-    await cli(home, server.url, 'register', pyName, '--password', PASSWORD);
-    await signUp(web.page, webName);
     await openChat(web.page, pyName);
     await sendText(web.page, 'hello before the timer');
     await cliReceive(home, server.url, 2);
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-    rmSync(homes, { recursive: true, force: true });
   });
 
   test('the peer sets the timer: shown in the conversation and the header', async () => {

@@ -3,23 +3,14 @@
 // made in the browser's "New group" dialog reaches the Python client with its name.
 
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { rmSync } from 'node:fs';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
-  PASSWORD,
   assertTextOnly,
-  checkPrerequisites,
   cli,
   cliReceive,
   cspViolations,
-  launchBrowser,
-  newPerson,
+  liveSuite,
   sendText,
-  signUp,
-  startServer,
-  tempDir,
-  uniqueName,
   waitForIncoming,
 } from './helpers.mjs';
 
@@ -38,32 +29,10 @@ async function openGroup(page, id, name) {
 }
 
 describe('a group of a browser and the Python client', () => {
-  /** @type {Awaited<ReturnType<typeof startServer>>} */
-  let server;
-  /** @type {import('playwright-core').Browser} */
-  let browser;
-  /** @type {Awaited<ReturnType<typeof newPerson>>} */
-  let web;
-  const homes = tempDir('homes');
-  const home = path.join(homes, 'py');
-  const webName = uniqueName('web');
-  const pyName = uniqueName('py');
+  const live = liveSuite({ homes: 'homes', web: 'web', py: 'py' });
+  const { server, web, webName, pyName, pyHome: home } = live;
   /** @type {string} */
   let group;
-
-  before(async () => {
-    checkPrerequisites();
-    server = await startServer();
-    browser = await launchBrowser();
-    web = await newPerson(browser, server.url);
-    await cli(home, server.url, 'register', pyName, '--password', PASSWORD);
-    await signUp(web.page, webName);
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-    rmSync(homes, { recursive: true, force: true });
-  });
 
   test('Python creates the group; the browser lists it and reads its message', async () => {
     const out = await cli(home, server.url, 'group', 'create', 'Mixed company', webName);

@@ -6,6 +6,7 @@ import { spawn, execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -121,8 +122,11 @@ export async function startProxy(target, profile, { port = 0, extra = [] } = {})
   };
 }
 
-/** Debian's Chromium, headless, with no network of its own beyond what a test opens. */
-export function launchBrowser() {
+/**
+ * Debian's Chromium, headless, with no network of its own beyond what a test opens.
+ * @param {string[]} [extraArgs] more command-line switches (a fake microphone, say)
+ */
+export function launchBrowser(extraArgs = []) {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -135,6 +139,7 @@ export function launchBrowser() {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      ...extraArgs,
     ],
   });
 }
@@ -230,9 +235,19 @@ export async function sendText(page, text) {
 
 /** Wait until an incoming message with exactly `text` is on screen. */
 export async function waitForIncoming(page, text, timeout = 60_000) {
+  await waitForMessage(page, 'in', text, timeout);
+}
+
+/** Wait until an outgoing message with exactly `text` is on screen (sent from another device, say). */
+export async function waitForOutgoing(page, text, timeout = 60_000) {
+  await waitForMessage(page, 'out', text, timeout);
+}
+
+/** Wait until a message going `direction` ('in' or 'out') with exactly `text` is on screen. */
+async function waitForMessage(page, direction, text, timeout) {
   await page.waitForFunction(
-    (wanted) => [...document.querySelectorAll('#messages li.in .text')].some((node) => node.textContent === wanted),
-    text,
+    ({ selector, wanted }) => [...document.querySelectorAll(selector)].some((node) => node.textContent === wanted),
+    { selector: `#messages li.${direction} .text`, wanted: text },
     { timeout },
   );
 }
@@ -308,4 +323,121 @@ export async function djangoShell(server, code) {
 /** A username no other test run has used: lower-case letters and digits. */
 export function uniqueName(prefix) {
   return `${prefix}${Math.random().toString(36).slice(2, 8)}`.replace(/[^a-z0-9_]/g, '').slice(0, 32);
+}
+
+/**
+ * The set-up the suites share, as node:test hooks of the enclosing `describe` (call it
+ * there, before the suite's own hooks, which then run after these `before`s):
+ *
+ * - `before` checks the prerequisites, starts a server and launches a browser (`launch`);
+ * - with `py`, it registers a Python reference-client user named `pyName`, home `pyHome`
+ *   (`<homes>/py`);
+ * - with `web`, it signs a browser user named `webName` up in a context of its own (`web`,
+ *   as newPerson makes);
+ * - `after` undoes all of it, and whatever was handed to `defer`, in reverse order, then
+ *   removes the `homes` directory.
+ *
+ * `server` and `web` are the same objects from the start, filled in by `before`: a suite may
+ * take them apart at once (`const { server, web } = live`) and read their fields in its
+ * hooks and tests. `homes` (a prefix) makes the temporary directory for Python homes at
+ * once (`home(name)` is a path in it); `web` and `py` are name prefixes (see uniqueName).
+ * @param {{ homes?: string, launch?: () => Promise<import('playwright-core').Browser>, py?: string, web?: string }} [options]
+ */
+export function liveSuite({ homes, launch = launchBrowser, py, web } = {}) {
+  /** @type {(() => Promise<unknown>)[]} */
+  const cleanups = [];
+  const homesDir = homes ? tempDir(homes) : '';
+  const live = {
+    server: /** @type {Awaited<ReturnType<typeof startServer>>} */ ({}),
+    /** @type {import('playwright-core').Browser} */
+    browser: /** @type {any} */ (undefined),
+    /** The browser user (with `web`). */
+    web: /** @type {Awaited<ReturnType<typeof newPerson>>} */ ({}),
+    webName: web ? uniqueName(web) : '',
+    pyName: py ? uniqueName(py) : '',
+    pyHome: homesDir && path.join(homesDir, 'py'),
+    homes: homesDir,
+    /** A path in the homes directory. @param {string} name */
+    home: (name) => path.join(homesDir, name),
+    /** One more person's browser on this suite's server, now (in a test or hook). @param {{ width: number, height: number }} [viewport] */
+    newPerson: (viewport) => newPerson(live.browser, live.server.url, viewport),
+    /**
+     * One more person's browser for the whole suite: call it in the `describe`; the object
+     * is filled in by a `before` hook registered now (so after the hooks registered earlier).
+     */
+    person: () => {
+      const person = /** @type {Awaited<ReturnType<typeof newPerson>>} */ ({});
+      before(async () => {
+        Object.assign(person, await live.newPerson());
+      });
+      return person;
+    },
+    /** Run `cleanup` in `after`, before what was set up earlier. @param {() => Promise<unknown>} cleanup */
+    defer: (cleanup) => {
+      cleanups.push(cleanup);
+    },
+  };
+  before(async () => {
+    checkPrerequisites();
+    Object.assign(live.server, await startServer());
+    live.defer(() => live.server.stop());
+    live.browser = await launch();
+    live.defer(() => live.browser.close());
+    if (web) Object.assign(live.web, await live.newPerson());
+    if (py) await cli(live.pyHome, live.server.url, 'register', live.pyName, '--password', PASSWORD);
+    if (web) await signUp(live.web.page, live.webName);
+  });
+  after(async () => {
+    while (cleanups.length) await /** @type {() => Promise<unknown>} */ (cleanups.pop())();
+    if (homesDir) rmSync(homesDir, { recursive: true, force: true });
+  });
+  return live;
+}
+
+/** The newest outgoing attachment (photo, file, voice message) shows as at least sent. */
+export async function waitAttachmentSent(page) {
+  await page.waitForFunction(
+    () => {
+      const node = [...document.querySelectorAll('#messages li.out[data-kind="attachment"]')].pop();
+      return ['sent', 'delivered', 'read'].includes(/** @type {HTMLElement} */ (node)?.dataset.status ?? '');
+    },
+    null,
+    { timeout: 60_000 },
+  );
+}
+
+/**
+ * Read the QR code drawn on the canvas at `selector` (once its `data-modules` is set),
+ * module by module: `{ payload_hex, quiet_zone, modules }`, what qr_matches.py reads.
+ * @param {import('playwright-core').Page} page
+ * @param {string} selector
+ */
+export async function readQr(page, selector) {
+  return page.$eval(selector, (node) => {
+    const canvas = /** @type {HTMLCanvasElement} */ (node);
+    const count = Number(canvas.dataset.modules);
+    const scale = canvas.width / count;
+    const pixels = /** @type {CanvasRenderingContext2D} */ (canvas.getContext('2d')).getImageData(0, 0, canvas.width, canvas.height).data;
+    const modules = [];
+    for (let y = 0; y < count; y++) {
+      const row = [];
+      for (let x = 0; x < count; x++) {
+        const half = Math.floor(scale / 2);
+        row.push(pixels[((y * scale + half) * canvas.width + (x * scale + half)) * 4] < 128 ? 1 : 0);
+      }
+      modules.push(row);
+    }
+    return { payload_hex: canvas.dataset.payload, quiet_zone: 4, modules };
+  });
+}
+
+/**
+ * Check (with segno, the Python client's QR library) that a code read by readQr is the one
+ * the Python side draws for its payload; rejects otherwise.
+ * @param {Awaited<ReturnType<typeof readQr>>} qr
+ */
+export async function assertQrMatchesPython(qr) {
+  const check = run(PYTHON, ['tests/browser/qr_matches.py'], { cwd: ROOT });
+  check.child.stdin?.end(JSON.stringify(qr));
+  await check; // rejects on a non-zero exit
 }

@@ -3,54 +3,32 @@
 // sending waits until the person has looked at the new safety number and confirmed.
 
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { rmSync } from 'node:fs';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   PASSWORD,
-  checkPrerequisites,
   cli,
   cliReceive,
   cspViolations,
   djangoShell,
-  launchBrowser,
-  newPerson,
+  liveSuite,
   openChat,
   screenshot,
   sendText,
   signUp,
-  startServer,
-  tempDir,
   uniqueName,
   waitForIncoming,
 } from './helpers.mjs';
 
 describe('identity change', () => {
-  /** @type {Awaited<ReturnType<typeof startServer>>} */
-  let server;
-  /** @type {import('playwright-core').Browser} */
-  let browser;
-  /** @type {Awaited<ReturnType<typeof newPerson>>} */
-  let web;
-  const homes = tempDir('homes');
+  const live = liveSuite({ homes: 'homes' });
+  const { server } = live;
+  const web = live.person();
   const webName = uniqueName('frank');
   const pyName = uniqueName('gina');
 
-  before(async () => {
-    checkPrerequisites();
-    server = await startServer();
-    browser = await launchBrowser();
-    web = await newPerson(browser, server.url);
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-    rmSync(homes, { recursive: true, force: true });
-  });
-
   test('the warning appears, blocks sending, and lifts once the new number is accepted', async () => {
-    const first = path.join(homes, 'first');
-    const second = path.join(homes, 'second');
+    const first = live.home('first');
+    const second = live.home('second');
     await signUp(web.page, webName);
     await cli(first, server.url, 'register', pyName, '--password', PASSWORD);
     await cli(first, server.url, 'send', webName, 'hello from the original key');
@@ -102,7 +80,7 @@ describe('identity change', () => {
   });
 
   test('a send to a changed contact is refused with the reason, never sent silently', async () => {
-    const third = path.join(homes, 'third');
+    const third = live.home('third');
     await djangoShell(
       server,
       `from django.contrib.auth.models import User; User.objects.filter(username=${JSON.stringify(pyName)}).delete()`,

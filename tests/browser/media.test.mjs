@@ -6,25 +6,21 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import {
-  PASSWORD,
-  checkPrerequisites,
   cli,
   cliReceive,
   cspViolations,
   djangoShell,
-  launchBrowser,
-  newPerson,
+  liveSuite,
   openChat,
   screenshot,
   sendText,
   signUp,
-  startServer,
-  tempDir,
   uniqueName,
+  waitAttachmentSent,
   waitForIncoming,
 } from './helpers.mjs';
 
@@ -36,38 +32,20 @@ function lastAttachment(page, direction) {
 }
 
 describe('photos and files', () => {
-  /** @type {Awaited<ReturnType<typeof startServer>>} */
-  let server;
-  /** @type {import('playwright-core').Browser} */
-  let browser;
-  /** @type {Awaited<ReturnType<typeof newPerson>>} */
-  let alice;
-  /** @type {Awaited<ReturnType<typeof newPerson>>} */
-  let bob;
-  const homes = tempDir('media');
-  const home = path.join(homes, 'py');
+  const live = liveSuite({ homes: 'media', py: 'py' });
+  const { server, pyName, pyHome: home } = live;
+  const alice = live.person();
+  const bob = live.person();
   const aliceName = uniqueName('alice');
   const bobName = uniqueName('bob');
-  const pyName = uniqueName('py');
 
   before(async () => {
-    checkPrerequisites();
-    server = await startServer();
-    browser = await launchBrowser();
-    alice = await newPerson(browser, server.url);
-    bob = await newPerson(browser, server.url);
-    await cli(home, server.url, 'register', pyName, '--password', PASSWORD);
     await signUp(alice.page, aliceName);
     await signUp(bob.page, bobName);
     await openChat(alice.page, bobName);
     await sendText(alice.page, 'photos follow');
     await openChat(bob.page, aliceName);
     await waitForIncoming(bob.page, 'photos follow');
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-    rmSync(homes, { recursive: true, force: true });
   });
 
   test('a photo: the thumbnail at once, then the full image; an upload cut mid-way resumes', async () => {
@@ -115,14 +93,7 @@ describe('photos and files', () => {
     await alice.page.setInputFiles('#file-input', { name: 'noise.png', mimeType: 'image/png', buffer: png });
     const mine = lastAttachment(alice.page, 'out');
     await mine.locator('img[data-source="full"]').waitFor({ timeout: 60_000 });
-    await alice.page.waitForFunction(
-      () => {
-        const node = [...document.querySelectorAll('#messages li.out[data-kind="attachment"]')].pop();
-        return ['sent', 'delivered', 'read'].includes(/** @type {HTMLElement} */ (node)?.dataset.status ?? '');
-      },
-      null,
-      { timeout: 60_000 },
-    );
+    await waitAttachmentSent(alice.page);
     assert.ok(seen.includes('HEAD'), `requests: ${seen.join(' ')}`);
     assert.equal(seen.filter((m) => m === 'PATCH').length, 3, `requests: ${seen.join(' ')}`); // none sent twice
 
@@ -169,7 +140,7 @@ describe('photos and files', () => {
 
   test('a file from the Python client arrives byte for byte; one from the browser reaches Python', async () => {
     const bytes = randomBytes(300_000);
-    const file = path.join(homes, 'report.bin');
+    const file = live.home('report.bin');
     writeFileSync(file, bytes);
     await cli(home, server.url, 'send', aliceName, 'a file follows');
     await openChat(alice.page, pyName);
@@ -186,14 +157,7 @@ describe('photos and files', () => {
     // And back: a file from the browser, saved by the Python client under downloads/.
     const back = randomBytes(150_000);
     await alice.page.setInputFiles('#file-input', { name: 'back.dat', mimeType: 'application/octet-stream', buffer: back });
-    await alice.page.waitForFunction(
-      () => {
-        const node = [...document.querySelectorAll('#messages li.out[data-kind="attachment"]')].pop();
-        return ['sent', 'delivered', 'read'].includes(/** @type {HTMLElement} */ (node)?.dataset.status ?? '');
-      },
-      null,
-      { timeout: 60_000 },
-    );
+    await waitAttachmentSent(alice.page);
     const events = await cliReceive(home, server.url, 3);
     const got = events.find((e) => e.type === 'attachment');
     assert.ok(got, JSON.stringify(events));

@@ -3,22 +3,17 @@
 // exactly once and in order, and the page shows the connection going and coming back.
 
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { rmSync } from 'node:fs';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import {
   PASSWORD,
-  checkPrerequisites,
   cli,
   cliReceive,
   cspViolations,
-  launchBrowser,
+  liveSuite,
   newPerson,
   openChat,
   signUp,
   startProxy,
-  startServer,
-  tempDir,
   transcript,
   uniqueName,
   waitForIncoming,
@@ -28,37 +23,26 @@ const COUNT = 6;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('reconnect without loss', () => {
-  /** @type {Awaited<ReturnType<typeof startServer>>} */
-  let server;
+  const live = liveSuite({ homes: 'homes' });
+  const { server } = live;
   /** @type {Awaited<ReturnType<typeof startProxy>>} */
   let proxy;
-  /** @type {import('playwright-core').Browser} */
-  let browser;
-  const homes = tempDir('homes');
-  const home = path.join(homes, 'py');
+  const home = live.home('py');
   const webName = uniqueName('train');
   const pyName = uniqueName('desk');
   /** @type {Awaited<ReturnType<typeof newPerson>>} */
   let web;
 
   before(async () => {
-    checkPrerequisites();
-    server = await startServer();
     // Sign-up goes through the proxy's address unshaped (the account lives in that
     // origin's IndexedDB); the test proper then runs on the cutting proxy, same address.
     proxy = await startProxy(new URL(server.url).host, 'none');
-    browser = await launchBrowser();
-  });
-  after(async () => {
-    await browser?.close();
-    await proxy?.stop();
-    await server?.stop();
-    rmSync(homes, { recursive: true, force: true });
+    live.defer(() => proxy?.stop());
   });
 
   test('messages both ways survive repeated cuts', async () => {
     await cli(home, server.url, 'register', pyName, '--password', PASSWORD);
-    web = await newPerson(browser, proxy.url);
+    web = await newPerson(live.browser, proxy.url);
     // The page records every connection state it shows.
     await web.context.addInitScript(() => {
       /** @type {any} */ (window).__states = [];

@@ -2,52 +2,21 @@
 // the same server: the two implementations of the protocol agree on the wire.
 
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { rmSync } from 'node:fs';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
-  PASSWORD,
   assertTextOnly,
-  checkPrerequisites,
   cli,
   cliReceive,
   cspViolations,
-  launchBrowser,
-  newPerson,
+  liveSuite,
   openChat,
   sendText,
-  signUp,
-  startServer,
-  tempDir,
-  uniqueName,
   waitForIncoming,
 } from './helpers.mjs';
 
 describe('browser and Python client', () => {
-  /** @type {Awaited<ReturnType<typeof startServer>>} */
-  let server;
-  /** @type {import('playwright-core').Browser} */
-  let browser;
-  /** @type {Awaited<ReturnType<typeof newPerson>>} */
-  let web;
-  const homes = tempDir('homes');
-  const home = path.join(homes, 'py');
-  const webName = uniqueName('web');
-  const pyName = uniqueName('py');
-
-  before(async () => {
-    checkPrerequisites();
-    server = await startServer();
-    browser = await launchBrowser();
-    web = await newPerson(browser, server.url);
-    await cli(home, server.url, 'register', pyName, '--password', PASSWORD);
-    await signUp(web.page, webName);
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-    rmSync(homes, { recursive: true, force: true });
-  });
+  const live = liveSuite({ homes: 'homes', web: 'web', py: 'py' });
+  const { server, web, webName, pyName, pyHome: home } = live;
 
   test('browser to Python', async () => {
     await openChat(web.page, pyName);

@@ -4,22 +4,16 @@
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { rmSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   PASSWORD,
   PYTHON,
   assertTextOnly,
-  checkPrerequisites,
   cli,
-  launchBrowser,
-  newPerson,
+  liveSuite,
   screenshot,
   signUp,
-  startServer,
-  tempDir,
   uniqueName,
   waitForIncoming,
   waitReady,
@@ -48,28 +42,14 @@ print(row[0], len(payload))
 `;
 
 describe('tampered envelope', () => {
-  /** @type {Awaited<ReturnType<typeof startServer>>} */
-  let server;
-  /** @type {import('playwright-core').Browser} */
-  let browser;
-  const homes = tempDir('homes');
-  const home = path.join(homes, 'sender');
+  const live = liveSuite({ homes: 'homes' });
+  const { server } = live;
+  const home = live.home('sender');
   const webName = uniqueName('erin');
   const pyName = uniqueName('mallory');
 
-  before(async () => {
-    checkPrerequisites();
-    server = await startServer();
-    browser = await launchBrowser();
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-    rmSync(homes, { recursive: true, force: true });
-  });
-
   test('is shown as undecryptable, not as text', async () => {
-    const web = await newPerson(browser, server.url);
+    const web = await live.newPerson();
     await signUp(web.page, webName);
     await cli(home, server.url, 'register', pyName, '--password', PASSWORD);
     // The page is closed (the context, and so the browser's store, stays): the messages

@@ -3,26 +3,17 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
-  PASSWORD,
   PYTHON,
   ROOT,
-  checkPrerequisites,
   cli,
   cliReceive,
   cspViolations,
-  launchBrowser,
-  newPerson,
+  liveSuite,
   openChat,
   screenshot,
   sendText,
-  signUp,
-  startServer,
-  tempDir,
-  uniqueName,
   waitForIncoming,
   waitReady,
 } from './helpers.mjs';
@@ -63,30 +54,8 @@ async function until(check, what, timeout = 20_000) {
 }
 
 describe('receipts and typing, browser and Python client', () => {
-  /** @type {Awaited<ReturnType<typeof startServer>>} */
-  let server;
-  /** @type {import('playwright-core').Browser} */
-  let browser;
-  /** @type {Awaited<ReturnType<typeof newPerson>>} */
-  let web;
-  const homes = tempDir('typing');
-  const home = path.join(homes, 'py');
-  const webName = uniqueName('web');
-  const pyName = uniqueName('py');
-
-  before(async () => {
-    checkPrerequisites();
-    server = await startServer();
-    browser = await launchBrowser();
-    web = await newPerson(browser, server.url);
-    await cli(home, server.url, 'register', pyName, '--password', PASSWORD);
-    await signUp(web.page, webName);
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-    rmSync(homes, { recursive: true, force: true });
-  });
+  const live = liveSuite({ homes: 'typing', web: 'web', py: 'py' });
+  const { server, web, webName, pyName, pyHome: home } = live;
 
   test('receipts both ways: ✓ sent, ✓✓ delivered, read', async () => {
     await openChat(web.page, pyName);

@@ -3,73 +3,37 @@
 // client; one from the Python client plays in the browser through an <audio> element.
 
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { chromium } from 'playwright-core';
+import { before, describe, test } from 'node:test';
 import {
-  CHROMIUM,
-  PASSWORD,
-  checkPrerequisites,
   cli,
   cliReceive,
   cspViolations,
-  newPerson,
+  launchBrowser,
+  liveSuite,
   openChat,
   screenshot,
   sendText,
-  signUp,
-  startServer,
-  tempDir,
-  uniqueName,
+  waitAttachmentSent,
 } from './helpers.mjs';
 
-/** helpers.launchBrowser, plus a fake microphone that needs no permission prompt. */
+/** launchBrowser, plus a fake microphone that needs no permission prompt. */
 function launchWithMicrophone() {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+  return launchBrowser([
+    '--use-fake-ui-for-media-stream',
+    '--use-fake-device-for-media-stream',
+    '--autoplay-policy=no-user-gesture-required',
+  ]);
 }
 
 describe('voice messages', () => {
-  /** @type {Awaited<ReturnType<typeof startServer>>} */
-  let server;
-  /** @type {import('playwright-core').Browser} */
-  let browser;
-  /** @type {Awaited<ReturnType<typeof newPerson>>} */
-  let web;
-  const homes = tempDir('voice');
-  const home = path.join(homes, 'py');
-  const webName = uniqueName('web');
-  const pyName = uniqueName('py');
+  const live = liveSuite({ homes: 'voice', launch: launchWithMicrophone, web: 'web', py: 'py' });
+  const { server, web, webName, pyName, pyHome: home } = live;
 
   before(async () => {
-    checkPrerequisites();
-    server = await startServer();
-    browser = await launchWithMicrophone();
-    web = await newPerson(browser, server.url);
-    await cli(home, server.url, 'register', pyName, '--password', PASSWORD);
-    await signUp(web.page, webName);
     await openChat(web.page, pyName);
     await sendText(web.page, 'a voice message follows');
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-    rmSync(homes, { recursive: true, force: true });
   });
 
   test('recorded in the browser, saved by the Python client with the VOICE flag', async () => {
@@ -80,11 +44,7 @@ describe('voice messages', () => {
     await web.page.click('#record-send');
     const mine = web.page.locator('#messages li.out[data-kind="attachment"]').last();
     await mine.locator('audio').waitFor({ timeout: 60_000 });
-    await web.page.waitForFunction(
-      () => ['sent', 'delivered', 'read'].includes([...document.querySelectorAll('#messages li.out[data-kind="attachment"]')].pop()?.getAttribute('data-status') ?? ''),
-      null,
-      { timeout: 60_000 },
-    );
+    await waitAttachmentSent(web.page);
     // The page can play it: its duration is known once the metadata has loaded.
     await web.page.waitForFunction(() => {
       const audio = /** @type {HTMLAudioElement | null} */ (document.querySelector('#messages li.out[data-kind="attachment"] audio'));
