@@ -63,12 +63,6 @@ schema = schemathesis.openapi.from_wsgi(
 EXCLUDED_CHECKS = [st_checks.positive_data_acceptance, st_checks.missing_required_header]
 
 
-# Operations with a known bug in another app's code, reported to its owner; the test
-# runs them and marks a failure as an expected one (xfail) with the reason, so the bug
-# stays visible in every run and the operation passes again once it is fixed.
-KNOWN_BUGS: dict[tuple[str, str], str] = {}
-
-
 @pytest.fixture
 def token(settings: Any) -> str:
     # Fast hashing and no sign-up or log-in limits here: their refusals are tested in
@@ -90,16 +84,11 @@ def token(settings: Any) -> str:
     suppress_health_check=list(HealthCheck),
     derandomize=False,
 )
-def test_every_operation_honours_its_schema(
-    case: Any, token: str, request: pytest.FixtureRequest
-) -> None:
+def test_every_operation_honours_its_schema(case: Any, token: str) -> None:
     if case.operation.path == "/api/v1/provisioning/{address}" and case.method == "GET":
         wait = (case.query or {}).get("wait")
         if isinstance(wait, int) and 0 <= wait <= 30:
             case.query["wait"] = 0
-    known_bug = KNOWN_BUGS.get((case.method.upper(), case.operation.path))
-    if known_bug:
-        request.applymarker(pytest.mark.xfail(reason=known_bug, strict=False))
     case.call_and_validate(
         headers={"Authorization": f"Bearer {token}"}, excluded_checks=EXCLUDED_CHECKS
     )
