@@ -78,7 +78,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -611,17 +611,23 @@ async def _register(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _accepted(sending: Awaitable[int], timeout: float) -> int:
+    """The local id of a message the server accepted within ``timeout`` seconds; past that,
+    an error (the message stays queued)."""
+    try:
+        return await asyncio.wait_for(sending, timeout)
+    except TimeoutError:
+        raise SealpostError(
+            LocalErrorCode.UNREACHABLE,
+            f"the server did not accept the message within {timeout:g} s; it stays "
+            "queued and is sent on the next connection",
+        ) from None
+
+
 async def _send(args: argparse.Namespace) -> int:
     text = " ".join(args.text)
     async with _registered_client(args) as client:
-        try:
-            message_id = await asyncio.wait_for(client.send_text(args.username, text), args.timeout)
-        except TimeoutError:
-            raise SealpostError(
-                LocalErrorCode.UNREACHABLE,
-                f"the server did not accept the message within {args.timeout:g} s; it stays "
-                "queued and is sent on the next connection",
-            ) from None
+        message_id = await _accepted(client.send_text(args.username, text), args.timeout)
         print(f"sent message {message_id} to {args.username.strip().lower()}")
     return EXIT_OK
 
@@ -824,16 +830,7 @@ async def _group_create(args: argparse.Namespace) -> int:
 async def _group_send(args: argparse.Namespace) -> int:
     text = " ".join(args.text)
     async with _registered_client(args) as client:
-        try:
-            message_id = await asyncio.wait_for(
-                client.groups.send_text(args.group, text), args.timeout
-            )
-        except TimeoutError:
-            raise SealpostError(
-                LocalErrorCode.UNREACHABLE,
-                f"the server did not accept the message within {args.timeout:g} s; it stays "
-                "queued and is sent on the next connection",
-            ) from None
+        message_id = await _accepted(client.groups.send_text(args.group, text), args.timeout)
         print(f"sent message {message_id} to group {_group_name(client, args.group)}")
     return EXIT_OK
 

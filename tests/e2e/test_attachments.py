@@ -15,8 +15,6 @@ import asyncio
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,16 +23,14 @@ import pytest
 from client import Client
 from client.attachments import DEFAULT_CHUNK_BYTES
 from client.core import AttachmentReceived, MessageReceived
-from client.transport import Backoff
-from harness.live_server import ROOT, LiveServer
+from harness.live_server import LiveServer
 from harness.netem import Link, Profile, running_proxy
 from protocol.attachments import blob_size
 from protocol.errors import ErrorCode
+from tests.e2e.helpers import FAST, PASSWORD, cli
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "correct horse battery staple 42"
-FAST = Backoff(base=0.05, cap=0.5)
 BIG_FILE_BYTES = 20_000_000
 CUTS_AT = (5_000_000, 12_000_000)  # bytes gone up through the proxy when it cuts
 
@@ -185,31 +181,22 @@ def test_a_tampered_blob_is_refused_and_nothing_is_saved(
     asyncio.run(_tampered(server, tmp_path / "homes", source))
 
 
-def _cli(home: Path, *args: str, server: str | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "client", "--home", str(home)]
-    if server:
-        command += ["--server", server]
-    return subprocess.run(
-        [*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 def test_cli_send_file_and_receive_json(server: LiveServer, tmp_path: Path) -> None:
     carol, dave = tmp_path / "carol", tmp_path / "dave"
     for home, name in ((carol, "carol"), (dave, "dave")):
-        registered = _cli(home, "register", name, "--password", PASSWORD, server=server.url)
+        registered = cli(home, "register", name, "--password", PASSWORD, server=server.url)
         assert registered.returncode == 0, registered.stderr
     source = tmp_path / ".hidden notes.txt"
     source.write_text("meet at noon\n" * 10_000)
 
-    sent = _cli(carol, "send-file", "dave", str(source), "--caption", "notes")
+    sent = cli(carol, "send-file", "dave", str(source), "--caption", "notes")
     assert sent.returncode == 0, sent.stderr
     assert "sent file .hidden notes.txt" in sent.stdout
     progress = [line for line in sent.stderr.splitlines() if line.startswith("uploading")]
     assert progress and progress[-1].startswith("uploading .hidden notes.txt: 100%")
     assert len(progress) <= 5  # not a TTY: a few plain lines, no bar
 
-    received = _cli(dave, "receive", "--wait", "1", "--json")
+    received = cli(dave, "receive", "--wait", "1", "--json")
     assert received.returncode == 0, received.stderr
     [line] = [json.loads(line) for line in received.stdout.splitlines() if line.strip()]
     assert line["type"] == "attachment" and line["from"] == "carol" and line["code"] is None

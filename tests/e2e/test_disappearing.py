@@ -24,13 +24,11 @@ import pytest
 
 from client import Client, MessageReceived
 from client.core import AttachmentReceived, Event, TimerChanged
-from client.transport import Backoff
 from harness.live_server import ROOT, LiveServer
+from tests.e2e.helpers import FAST, PASSWORD, cli
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "correct horse battery staple 42"
-FAST = Backoff(base=0.05, cap=0.5)
 TIMER = 3
 
 
@@ -196,24 +194,15 @@ def test_an_undelivered_disappearing_message_is_dropped_by_the_server(
     assert _envelopes(server) == 0
 
 
-def _cli(home: Path, *args: str, server: str | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "client", "--home", str(home)]
-    if server:
-        command += ["--server", server]
-    return subprocess.run(
-        [*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 def test_typing_between_two_cli_clients_is_never_stored(server: LiveServer, tmp_path: Path) -> None:
     erin, frank = tmp_path / "erin", tmp_path / "frank"
     for home, name in ((erin, "erin"), (frank, "frank")):
-        registered = _cli(home, "register", name, "--password", PASSWORD, server=server.url)
+        registered = cli(home, "register", name, "--password", PASSWORD, server=server.url)
         assert registered.returncode == 0, registered.stderr
     # A first message sets the session up (typing goes only over existing sessions).
-    assert _cli(erin, "send", "frank", "hello").returncode == 0
-    assert _cli(frank, "receive", "--wait", "0.5").returncode == 0
-    assert _cli(frank, "send", "erin", "hi").returncode == 0
+    assert cli(erin, "send", "frank", "hello").returncode == 0
+    assert cli(frank, "receive", "--wait", "0.5").returncode == 0
+    assert cli(frank, "send", "erin", "hi").returncode == 0
 
     receiver = subprocess.Popen(
         [sys.executable, "-m", "client", "--home", str(erin), "receive", "--wait", "4", "--json"],
@@ -230,10 +219,10 @@ def test_typing_between_two_cli_clients_is_never_stored(server: LiveServer, tmp_
                 break
         assert first["text"] == "hi"
         before = _next_seq(server, "erin")
-        typing = _cli(frank, "send-typing", "erin")
+        typing = cli(frank, "send-typing", "erin")
         assert typing.returncode == 0, typing.stderr
         assert "told erin: typing" in typing.stdout
-        stopped = _cli(frank, "send-typing", "erin", "--stop")
+        stopped = cli(frank, "send-typing", "erin", "--stop")
         assert stopped.returncode == 0, stopped.stderr
         assert _next_seq(server, "erin") == before  # ephemeral: nothing queued for erin
         out, err = receiver.communicate(timeout=30)
@@ -246,13 +235,13 @@ def test_typing_between_two_cli_clients_is_never_stored(server: LiveServer, tmp_
     assert typing_lines == [("frank", True), ("frank", False)], (lines, err)
 
     # Turned off: nothing is sent.
-    assert "off" in _cli(frank, "typing", "off").stdout
-    quiet = _cli(frank, "send-typing", "erin")
+    assert "off" in cli(frank, "typing", "off").stdout
+    quiet = cli(frank, "send-typing", "erin")
     assert quiet.returncode == 0 and "typing indicators are off" in quiet.stdout
-    assert _cli(frank, "typing").stdout.strip() == "typing indicators are off"
-    timer = _cli(frank, "timer", "erin", "10m")
+    assert cli(frank, "typing").stdout.strip() == "typing indicators are off"
+    timer = cli(frank, "timer", "erin", "10m")
     assert timer.returncode == 0 and "after 10m" in timer.stdout
-    shown = _cli(erin, "receive", "--wait", "0.5", "--json")
+    shown = cli(erin, "receive", "--wait", "0.5", "--json")
     [line] = [json.loads(line) for line in shown.stdout.splitlines() if line.strip()]
     assert (line["type"], line["from"], line["timer_seconds"]) == ("timer", "frank", 600)
-    assert "after 10m" in _cli(erin, "timer", "frank").stdout
+    assert "after 10m" in cli(erin, "timer", "frank").stdout

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,14 +24,12 @@ import pytest
 from bench.group_bench import bench_server, measure, report
 from client import Client, MessageReceived
 from client.core import Event, GroupUpdated
-from client.transport import Backoff
-from harness.live_server import ROOT, LiveServer
+from harness.live_server import LiveServer
 from protocol.errors import ErrorCode, ProtocolError
+from tests.e2e.helpers import FAST, PASSWORD, cli, ok
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "correct horse battery staple 42"
-FAST = Backoff(base=0.05, cap=0.5)
 
 # The envelopes queued for the newest group message, and whose devices they are for.
 RECIPIENTS_OF_NEWEST = """
@@ -146,54 +142,40 @@ def test_one_upload_reaches_fifty_devices(tmp_path: Path) -> None:
     assert figures.pairwise_steady["websocket_bytes"] > 20 * figures.group_send["websocket_bytes"]
 
 
-def _cli(home: Path, *args: str, server: str | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "client", "--home", str(home)]
-    if server:
-        command += ["--server", server]
-    return subprocess.run(
-        [*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def _ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
-    return result.stdout
-
-
 def test_groups_on_the_command_line(server: LiveServer, tmp_path: Path) -> None:
     homes = {name: tmp_path / name for name in ("dora", "eve", "finn")}
     for name, home in homes.items():
-        _ok(_cli(home, "register", name, "--password", PASSWORD, server=server.url))
+        ok(cli(home, "register", name, "--password", PASSWORD, server=server.url))
 
-    created = _ok(_cli(homes["dora"], "group", "create", "Choir", "eve", "finn"))
+    created = ok(cli(homes["dora"], "group", "create", "Choir", "eve", "finn"))
     group = created.splitlines()[-1]
     assert len(group) == 32 and int(group, 16) >= 0
-    _ok(_cli(homes["dora"], "group", "send", group, "rehearsal", "at", "seven"))
+    ok(cli(homes["dora"], "group", "send", group, "rehearsal", "at", "seven"))
 
-    received = _ok(_cli(homes["eve"], "receive", "--wait", "0.5", "--json"))
+    received = ok(cli(homes["eve"], "receive", "--wait", "0.5", "--json"))
     lines = [json.loads(line) for line in received.splitlines() if line.strip()]
     assert [(m["type"], m["group"], m["from"], m["text"]) for m in lines] == [
         ("group_update", group, "dora", "dora created the group “Choir” with eve, finn"),
         ("message", group, "dora", "rehearsal at seven"),
     ]
-    shown = _ok(_cli(homes["eve"], "group", "show", group))
+    shown = ok(cli(homes["eve"], "group", "show", group))
     assert "name: Choir" in shown and "admins: dora" in shown
 
-    _ok(_cli(homes["eve"], "group", "send", group, "see you"))
-    plain = _ok(_cli(homes["finn"], "receive", "--wait", "0.5"))
+    ok(cli(homes["eve"], "group", "send", group, "see you"))
+    plain = ok(cli(homes["finn"], "receive", "--wait", "0.5"))
     assert plain.splitlines()[-1].endswith("[Choir] eve[1]: see you")
 
-    refused = _cli(homes["eve"], "group", "add", group, "finn")
+    refused = cli(homes["eve"], "group", "add", group, "finn")
     assert refused.returncode == 1 and refused.stderr.startswith("error: forbidden: ")
-    unknown = _cli(homes["dora"], "group", "add", group, "nobody_here")
+    unknown = cli(homes["dora"], "group", "add", group, "nobody_here")
     assert unknown.returncode == 1 and "unknown_account" in unknown.stderr
 
     # A file to the group: one upload, one GROUP_SEND of its pointer; finn saves it.
     score = tmp_path / "score.pdf"
     score.write_bytes(bytes(range(256)) * 300)
-    sent = _ok(_cli(homes["dora"], "group", "send-file", group, str(score), "--caption", "p. 3"))
+    sent = ok(cli(homes["dora"], "group", "send-file", group, str(score), "--caption", "p. 3"))
     assert sent.startswith("sent file score.pdf (76.8 KB) as message ")
-    received = _ok(_cli(homes["finn"], "receive", "--wait", "0.5", "--json"))
+    received = ok(cli(homes["finn"], "receive", "--wait", "0.5", "--json"))
     [file] = [m for m in map(json.loads, received.splitlines()) if m["type"] == "attachment"]
     assert (file["group"], file["from"], file["text"]) == (group, "dora", "p. 3")
     assert file["code"] is None

@@ -15,7 +15,6 @@ import json
 import queue
 import secrets
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,45 +23,19 @@ import pytest
 
 from client import Client, MessageReceived, SealpostError
 from client.core import DeviceRefused, Event, HistoryImported, SentByMe
-from client.transport import Backoff
 from harness.live_server import ROOT, LiveServer
 from protocol.errors import ErrorCode
 from protocol.keys import AccountIdentity, DeviceKeys
 from protocol.provisioning import LinkCode
+from tests.e2e.helpers import FAST, PASSWORD, cli, cli_command, ok
 
 pytestmark = pytest.mark.e2e
-
-PASSWORD = "correct horse battery staple 42"
-FAST = Backoff(base=0.05, cap=0.5)
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
     with LiveServer(tmp_path / "server") as live:
         yield live
-
-
-def _command(home: Path, *args: str, server: str | None = None) -> list[str]:
-    command = [sys.executable, "-m", "client", "--home", str(home)]
-    if server:
-        command += ["--server", server]
-    return [*command, *args]
-
-
-def _cli(home: Path, *args: str, server: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        _command(home, *args, server=server),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def _ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
-    return result.stdout
 
 
 def _events(stdout: str) -> list[dict[str, object]]:
@@ -82,16 +55,16 @@ def test_alice_links_a_second_device_on_the_command_line(
     server: LiveServer, tmp_path: Path
 ) -> None:
     phone, laptop, bob = tmp_path / "alice-phone", tmp_path / "alice-laptop", tmp_path / "bob"
-    _ok(_cli(phone, "register", "alice", "--password", PASSWORD, server=server.url))
-    _ok(_cli(bob, "register", "bob", "--password", PASSWORD, server=server.url))
-    _ok(_cli(phone, "send", "bob", "before the laptop"))
-    _ok(_cli(bob, "receive", "--wait", "0.5"))
-    _ok(_cli(bob, "send", "alice", "hi alice, before the laptop"))
-    _ok(_cli(phone, "receive", "--wait", "0.5"))
+    ok(cli(phone, "register", "alice", "--password", PASSWORD, server=server.url))
+    ok(cli(bob, "register", "bob", "--password", PASSWORD, server=server.url))
+    ok(cli(phone, "send", "bob", "before the laptop"))
+    ok(cli(bob, "receive", "--wait", "0.5"))
+    ok(cli(bob, "send", "alice", "hi alice, before the laptop"))
+    ok(cli(phone, "receive", "--wait", "0.5"))
 
     # The laptop shows a link code and waits; the phone approves it.
     linking = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-        _command(laptop, "link", "--name", "laptop", "--no-qr", server=server.url),
+        cli_command(laptop, "link", "--name", "laptop", "--no-qr", server=server.url),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -108,7 +81,7 @@ def test_alice_links_a_second_device_on_the_command_line(
             if line.startswith("sealpost-link:"):
                 code = line.strip()
         approving = subprocess.Popen(  # noqa: S603
-            _command(phone, "approve-link", code, "--yes", "--history-bytes", "100000"),
+            cli_command(phone, "approve-link", code, "--yes", "--history-bytes", "100000"),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -133,29 +106,29 @@ def test_alice_links_a_second_device_on_the_command_line(
                 process.kill()
                 process.wait()
 
-    devices = _ok(_cli(phone, "devices")).splitlines()
+    devices = ok(cli(phone, "devices")).splitlines()
     assert [line.split()[:2] for line in devices] == [["1", "Python"], ["2", "laptop"]]
     assert devices[0].endswith("(this device)")
 
     # The laptop's first receive imports the history, reported once, as no new message.
-    first = _events(_ok(_cli(laptop, "receive", "--json", "--wait", "0.5")))
+    first = _events(ok(cli(laptop, "receive", "--json", "--wait", "0.5")))
     assert first == [{"type": "history", "count": 2}]
 
     # Bob's message reaches both of Alice's devices.
-    _ok(_cli(bob, "send", "alice", "to both of your devices"))
+    ok(cli(bob, "send", "alice", "to both of your devices"))
     for home in (phone, laptop):
-        got = _events(_ok(_cli(home, "receive", "--json", "--wait", "0.5")))
+        got = _events(ok(cli(home, "receive", "--json", "--wait", "0.5")))
         assert [(e["type"], e.get("text")) for e in got if e["type"] == "message"] == [
             ("message", "to both of your devices")
         ]
 
     # What the laptop sends shows up on the phone as sent by Alice.
-    _ok(_cli(laptop, "send", "bob", "from the laptop"))
-    on_phone = _events(_ok(_cli(phone, "receive", "--json", "--wait", "0.5")))
+    ok(cli(laptop, "send", "bob", "from the laptop"))
+    on_phone = _events(ok(cli(phone, "receive", "--json", "--wait", "0.5")))
     sent = [e for e in on_phone if e["type"] == "sent"]
     assert len(sent) == 1
     assert (sent[0]["to"], sent[0]["text"], sent[0]["device"]) == ("bob", "from the laptop", 2)
-    got_by_bob = _events(_ok(_cli(bob, "receive", "--json", "--wait", "0.5")))
+    got_by_bob = _events(ok(cli(bob, "receive", "--json", "--wait", "0.5")))
     assert [e["text"] for e in got_by_bob if e["type"] == "message"] == ["from the laptop"]
 
     async def histories() -> tuple[list[tuple[str, str | None]], list[tuple[str, str | None]]]:
@@ -280,7 +253,7 @@ def test_a_device_inserted_into_the_database_is_never_encrypted_to(
     assert _envelopes_for(server, "bob", 7) == 0 and _envelopes_for(server, "bob", 8) == 0
 
     # The command line says so on stderr, and sends all the same.
-    result = _cli(alice_home, "send", "bob", "again")
+    result = cli(alice_home, "send", "bob", "again")
     assert result.returncode == 0, result.stderr
     assert (
         "warning: bob's device 7 is not in bob's signed device list; not sending to it"

@@ -11,21 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from client import Client, MessageReceived
-from client.transport import Backoff
-from harness.live_server import ROOT, LiveServer
+from harness.live_server import LiveServer
+from tests.e2e.helpers import FAST, PASSWORD, cli, receive_until
 
 pytestmark = pytest.mark.e2e
 
 PER_DIRECTION = 200
-PASSWORD = "correct horse battery staple 42"
 
 
 @pytest.fixture
@@ -41,25 +38,11 @@ def _texts(tag: str, count: int) -> list[str]:
     return [f"{tag} {index:03d} {marker} ünïcödé ✓" for index in range(count)]
 
 
-async def _receive_until(client: Client, count: int, timeout: float) -> list[MessageReceived]:
-    received: list[MessageReceived] = []
-
-    async def run() -> None:
-        async for event in client.receive(wait=None):
-            if isinstance(event, MessageReceived):
-                received.append(event)
-                if len(received) >= count:
-                    return
-
-    await asyncio.wait_for(run(), timeout)
-    return received
-
-
 async def _conversation(server: LiveServer, homes: Path) -> tuple[list[str], list[str]]:
     a_to_b = _texts("alice→bob", PER_DIRECTION)
     b_to_a = _texts("bob→alice", PER_DIRECTION)
-    alice = Client(homes / "alice", backoff=Backoff(base=0.05, cap=0.5))
-    bob = Client(homes / "bob", backoff=Backoff(base=0.05, cap=0.5))
+    alice = Client(homes / "alice", backoff=FAST)
+    bob = Client(homes / "bob", backoff=FAST)
     try:
         await alice.register(server.url, "alice", PASSWORD)
         await bob.register(server.url, "bob", PASSWORD)
@@ -71,12 +54,12 @@ async def _conversation(server: LiveServer, homes: Path) -> tuple[list[str], lis
         for text in a_to_b[PER_DIRECTION // 2 :]:
             await alice.send_text("bob", text)
 
-        got_by_bob = await _receive_until(bob, PER_DIRECTION, timeout=120)
+        got_by_bob = await receive_until(bob, PER_DIRECTION, timeout=120)
         assert [m.text for m in got_by_bob] == a_to_b
         assert {m.from_ for m in got_by_bob} == {"alice"}
 
         # Both online: Bob sends while Alice receives; the server is killed mid-stream.
-        receiving = asyncio.create_task(_receive_until(alice, PER_DIRECTION, timeout=180))
+        receiving = asyncio.create_task(receive_until(alice, PER_DIRECTION, timeout=180))
         for index, text in enumerate(b_to_a):
             if index == PER_DIRECTION // 2:
                 await asyncio.to_thread(server.restart, True)
@@ -110,27 +93,18 @@ def test_two_clients_exactly_once_across_restarts(server: LiveServer, tmp_path: 
         assert needle not in log and marker not in log, "plaintext in the server log"
 
 
-def _cli(home: Path, *args: str, server: str | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "client", "--home", str(home)]
-    if server:
-        command += ["--server", server]
-    return subprocess.run(
-        [*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 def test_cli_register_send_receive_safety_number(server: LiveServer, tmp_path: Path) -> None:
     carol, dave = tmp_path / "carol", tmp_path / "dave"
     assert (
-        _cli(carol, "register", "carol", "--password", PASSWORD, server=server.url).returncode == 0
+        cli(carol, "register", "carol", "--password", PASSWORD, server=server.url).returncode == 0
     )
-    assert _cli(dave, "register", "dave", "--password", PASSWORD, server=server.url).returncode == 0
+    assert cli(dave, "register", "dave", "--password", PASSWORD, server=server.url).returncode == 0
 
     for text in ("hi dave", "second line"):
-        sent = _cli(carol, "send", "dave", text)
+        sent = cli(carol, "send", "dave", text)
         assert sent.returncode == 0, sent.stderr
 
-    received = _cli(dave, "receive", "--wait", "1", "--json")
+    received = cli(dave, "receive", "--wait", "1", "--json")
     assert received.returncode == 0, received.stderr
     lines = [json.loads(line) for line in received.stdout.splitlines() if line.strip()]
     assert [(m["from"], m["text"]) for m in lines] == [
@@ -139,17 +113,17 @@ def test_cli_register_send_receive_safety_number(server: LiveServer, tmp_path: P
     ]
     assert all(m["sent_at"].endswith("Z") and m["type"] == "message" for m in lines)
 
-    carol_number = _cli(carol, "safety-number", "dave")
-    dave_number = _cli(dave, "safety-number", "carol")
+    carol_number = cli(carol, "safety-number", "dave")
+    dave_number = cli(dave, "safety-number", "carol")
     assert carol_number.returncode == 0 and dave_number.returncode == 0
     digits = carol_number.stdout.splitlines()[0]
     assert digits == dave_number.stdout.splitlines()[0]
     assert len(digits.replace(" ", "")) == 60
 
-    unknown = _cli(carol, "send", "nobody_here", "hello?")
+    unknown = cli(carol, "send", "nobody_here", "hello?")
     assert unknown.returncode == 1
     assert unknown.stderr.strip().splitlines() == [unknown.stderr.strip()]  # one line
     assert "unknown_account" in unknown.stderr
 
-    unregistered = _cli(tmp_path / "empty", "send", "dave", "hello")
+    unregistered = cli(tmp_path / "empty", "send", "dave", "hello")
     assert unregistered.returncode == 1 and "not_registered" in unregistered.stderr

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from client import Client, MessageReceived
-from client.transport import Backoff
 from harness.balancer import Balancer, running_balancer
 from harness.live_server import LiveServer, fresh_postgres_database
+from tests.e2e.helpers import FAST, PASSWORD, receive_until
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,6 @@ POSTGRES_URL = os.environ.get(
     "SEALPOST_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("SEALPOST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-PASSWORD = "correct horse battery staple 42"
 PAIRS = 4
 PER_SENDER = 40
 
@@ -72,21 +71,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
 
 
 def _client(home: Path, server_url: str | None = None) -> Client:
-    return Client(home, backoff=Backoff(base=0.05, cap=0.5), server_url=server_url)
-
-
-async def _receive(client: Client, count: int, timeout: float) -> list[MessageReceived]:
-    received: list[MessageReceived] = []
-
-    async def run() -> None:
-        async for event in client.receive(wait=None):
-            if isinstance(event, MessageReceived):
-                received.append(event)
-                if len(received) >= count:
-                    return
-
-    await asyncio.wait_for(run(), timeout)
-    return received
+    return Client(home, backoff=FAST, server_url=server_url)
 
 
 async def _cross_process(deployment: Deployment, homes: Path) -> float:
@@ -99,7 +84,7 @@ async def _cross_process(deployment: Deployment, homes: Path) -> float:
         assert [m async for m in bob.receive(wait=0.5)] == []  # connected, backlog empty
         loop = asyncio.get_running_loop()
         started = loop.time()
-        receiving = asyncio.create_task(_receive(bob, 1, timeout=10))
+        receiving = asyncio.create_task(receive_until(bob, 1, timeout=10))
         await alice.send_text("bob", "across processes")
         (message,) = await receiving
         assert message.text == "across processes" and message.from_ == "alice"
@@ -138,7 +123,7 @@ async def _kill_mid_stream(deployment: Deployment, homes: Path) -> None:
             for i in range(PAIRS)
         }
         receiving = [
-            asyncio.create_task(_receive(receivers[i], PER_SENDER, timeout=180))
+            asyncio.create_task(receive_until(receivers[i], PER_SENDER, timeout=180))
             for i in range(PAIRS)
         ]
 

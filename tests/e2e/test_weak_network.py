@@ -33,12 +33,12 @@ from client import Client, MessageReceived, SealpostError
 from client.transport import Backoff
 from harness.live_server import LiveServer
 from harness.netem import PROFILES, running_proxy
+from tests.e2e.helpers import PASSWORD, receive_until
 
 pytestmark = pytest.mark.e2e
 
 PER_DIRECTION = int(os.environ.get("WEAK_NETWORK_MESSAGES", "1000"))
 CUT_EVERY_SECONDS = 12.0
-PASSWORD = "correct horse battery staple 42"
 # Seconds per message allowed before the test gives up: generous, the link is 2G.
 SECONDS_PER_MESSAGE = 0.6
 # A send that fails before the message was stored (an HTTP request cut mid-way) is
@@ -83,20 +83,6 @@ async def _send_all(client: Client, to: str, texts: list[str]) -> int:
     return retries
 
 
-async def _receive(client: Client, count: int, timeout: float) -> list[MessageReceived]:
-    received: list[MessageReceived] = []
-
-    async def run() -> None:
-        async for event in client.receive(wait=None):
-            if isinstance(event, MessageReceived):
-                received.append(event)
-                if len(received) >= count:
-                    return
-
-    await asyncio.wait_for(run(), timeout)
-    return received
-
-
 async def _exchange(server: LiveServer, homes: Path, proxy_url: str) -> dict[str, float]:
     for name in ("alice", "bob"):
         client = Client(homes / name)
@@ -114,8 +100,8 @@ async def _exchange(server: LiveServer, homes: Path, proxy_url: str) -> dict[str
         results = await asyncio.gather(
             _send_all(alice, "bob", a_to_b),
             _send_all(bob, "alice", b_to_a),
-            _receive(bob, PER_DIRECTION, timeout),
-            _receive(alice, PER_DIRECTION, timeout),
+            receive_until(bob, PER_DIRECTION, timeout),
+            receive_until(alice, PER_DIRECTION, timeout),
         )
         elapsed = time.monotonic() - began
         retries_a, retries_b, got_by_bob, got_by_alice = results
