@@ -21,7 +21,7 @@ import {
   decodeContent,
   encodeContent,
 } from '../../static/js/protocol/index.js';
-import { errorOf, hex, loadVector, python, seededRandom, unhex } from './helpers.mjs';
+import { contentFromFields, errorOf, hex, loadVector, python, seededRandom, unhex } from './helpers.mjs';
 
 // Builds Python contents from {type, fields} (bytes as hex, inner contents nested), the
 // shape of content.json's 'contents'; encodes each, or gives the error.
@@ -49,47 +49,6 @@ for case in json.load(sys.stdin):
         out.append({"error": exc.code.slug})
 print(json.dumps(out))
 `;
-
-/**
- * The JS content for a {type, fields} spec, and the spec for Python.
- * @param {string} type
- * @param {Record<string, any>} f
- * @returns {any}
- */
-function build(type, f) {
-  switch (type) {
-    case 'Text':
-      return new Text(f.body, f.sent_at_ms);
-    case 'Typing':
-      return new Typing(f.action, f.sent_at_ms);
-    case 'SenderKeyDistribution':
-      return new SenderKeyDistribution(unhex(f.group_id), f.key_id, f.iteration, unhex(f.chain_key), unhex(f.signing_key), f.sent_at_ms);
-    case 'Attachment':
-      return new Attachment({
-        blobId: unhex(f.blob_id),
-        key: unhex(f.key),
-        size: f.size,
-        digest: unhex(f.digest),
-        flags: f.flags,
-        contentType: f.content_type,
-        fileName: f.file_name,
-        durationMs: f.duration_ms,
-        width: f.width,
-        height: f.height,
-        thumbnail: unhex(f.thumbnail),
-        caption: f.caption,
-        sentAtMs: f.sent_at_ms,
-      });
-    case 'GroupUpdate':
-      return new GroupUpdate(unhex(f.group_id), f.action, f.name, f.timer_seconds, f.targets, f.sent_at_ms);
-    case 'TimerUpdate':
-      return new TimerUpdate(f.timer_seconds, f.sent_at_ms);
-    case 'Expiring':
-      return new Expiring(f.timer_seconds, build(f.inner.type, f.inner.fields), f.sent_at_ms);
-    default:
-      return new SentContent(f.destination, build(f.inner.type, f.inner.fields), f.sent_at_ms);
-  }
-}
 
 /** @param {ReturnType<typeof seededRandom>} r */
 function randomSpecs(r) {
@@ -155,7 +114,7 @@ test('random contents of types 5-11 encode to the same bytes as Python, and deco
   const specs = randomSpecs(seededRandom(1705));
   const expected = python(ENCODE, specs);
   specs.forEach((spec, i) => {
-    const content = build(spec.content.type, spec.content.fields);
+    const content = contentFromFields(spec.content.type, spec.content.fields);
     const encoded = encodeContent(content, spec.hide);
     assert.equal(hex(encoded), expected[i], `${spec.content.type} ${i}`);
     assert.deepEqual(decodeContent(encoded), content);
@@ -220,7 +179,7 @@ test('both encoders refuse the same invalid contents with the same code', () => 
   );
   cases.forEach(([type, fields, slug], i) => {
     assert.deepEqual(answers[i], { error: slug }, `Python: ${type} ${JSON.stringify(fields).slice(0, 80)}`);
-    const error = errorOf(() => encodeContent(build(type, fields)));
+    const error = errorOf(() => encodeContent(contentFromFields(type, fields)));
     assert.equal(error?.slug, slug, `JS: ${type} ${JSON.stringify(fields).slice(0, 80)}: ${error?.message}`);
   });
 });

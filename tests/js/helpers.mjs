@@ -9,13 +9,21 @@ import { fileURLToPath } from 'node:url';
 
 import {
   AccountIdentity,
+  Attachment,
   DeviceKeys,
+  Expiring,
+  GroupUpdate,
   KemPreKeyPair,
   OneTimePreKeyPair,
   PreKeyBundle,
   ProtocolError,
+  SenderKeyDistribution,
+  SentContent,
   SessionRecord,
   SignedPreKeyPair,
+  Text,
+  TimerUpdate,
+  Typing,
   concatBytes,
   errorSlug,
   fromHex,
@@ -426,4 +434,48 @@ export function assertRejected(record, call, ...slugs) {
   const error = throwsSlug(call, ...slugs);
   assert.equal(hex(record.encode()), before, 'a failed decryption changed the record');
   return error;
+}
+
+/**
+ * A content object from a content.json entry: Python's class name and its fields (bytes as
+ * hex, an inner content as {type, fields}).
+ * @param {string} type
+ * @param {Record<string, any>} f
+ * @returns {any}
+ */
+export function contentFromFields(type, f) {
+  switch (type) {
+    case 'Text':
+      return new Text(f.body, f.sent_at_ms);
+    case 'Typing':
+      return new Typing(f.action, f.sent_at_ms);
+    case 'SenderKeyDistribution':
+      return new SenderKeyDistribution(unhex(f.group_id), f.key_id, f.iteration, unhex(f.chain_key), unhex(f.signing_key), f.sent_at_ms);
+    case 'Attachment':
+      return new Attachment({
+        blobId: unhex(f.blob_id),
+        key: unhex(f.key),
+        size: f.size,
+        digest: unhex(f.digest),
+        flags: f.flags,
+        contentType: f.content_type,
+        fileName: f.file_name,
+        durationMs: f.duration_ms,
+        width: f.width,
+        height: f.height,
+        thumbnail: unhex(f.thumbnail),
+        caption: f.caption,
+        sentAtMs: f.sent_at_ms,
+      });
+    case 'GroupUpdate':
+      return new GroupUpdate(unhex(f.group_id), f.action, f.name, f.timer_seconds, f.targets, f.sent_at_ms);
+    case 'TimerUpdate':
+      return new TimerUpdate(f.timer_seconds, f.sent_at_ms);
+    case 'Expiring':
+      return new Expiring(f.timer_seconds, contentFromFields(f.inner.type, f.inner.fields), f.sent_at_ms);
+    case 'SentContent':
+      return new SentContent(f.destination, contentFromFields(f.inner.type, f.inner.fields), f.sent_at_ms);
+    default:
+      throw new Error(`content.json names an unknown content class ${type}`);
+  }
 }
